@@ -1,0 +1,130 @@
+# Board configuration from a JSON file on the board's filesystem, validated with clear errors.
+# Example (firmware/config.example.json):
+#   {"device_id": "bms-01", "cells": 16, "sample_period_ms": 1000, "hal": "hil",
+#    "hil": {"port": "/dev/ttyUSB0"},
+#    "broker": {"host": "192.168.1.10", "port": 1883, "user": "bms-01", "password": "..."},
+#    "data_dir": "/data", "queue_capacity": 4096}
+
+import json
+
+from soxcommon import wire
+
+# key: (type, required, default, check, what the check wants)
+_INT = "int"
+_STR = "str"
+_DICT = "dict"
+_BOOL = "bool"
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _cell_count(v):
+    return 0 < v <= wire.MAX_CELLS
+
+
+def _hal(v):
+    return v in ("hil", "board")
+
+
+def _port(v):
+    return 0 < v < 65536
+
+
+def _keepalive(v):
+    return 0 < v <= 20
+
+
+SCHEMA = {
+    "device_id": (_STR, True, None, wire.valid_device_id, "1-32 letters, digits, '-' or '_'"),
+    "cells": (_INT, True, None, _cell_count, "1.." + str(wire.MAX_CELLS)),
+    "sample_period_ms": (_INT, False, 1000, _positive, "> 0"),
+    "hal": (_STR, False, "hil", _hal, "'hil' or 'board'"),
+    "lockstep": (_BOOL, False, False, None, ""),
+    "pace_ms": (_INT, False, 0, _non_negative, ">= 0 (lockstep: wall-time pause between samples)"),
+    "max_samples": (_INT, False, 0, _non_negative, ">= 0 (0 = run forever)"),
+    "data_dir": (_STR, False, "/data", None, ""),
+    "queue_capacity": (_INT, False, 4096, _positive, "> 0 records"),
+    "send_window": (_INT, False, 256, _positive, "> 0 records sent but not yet committed"),
+    "ack_timeout_ms": (_INT, False, 5000, _positive, "> 0"),
+    "persist_interval_ms": (_INT, False, 1000, _non_negative, ">= 0"),
+    "watchdog_ms": (_INT, False, 10000, _positive, "> 0"),
+    "heartbeat_path": (_STR, False, None, None, ""),  # unix port: the supervisor's watchdog file
+    "hil": (_DICT, False, None, None, ""),
+    "broker": (_DICT, True, None, None, ""),
+}
+BROKER_SCHEMA = {
+    "host": (_STR, True, None, None, ""),
+    "port": (_INT, False, 1883, _port, "1..65535"),
+    "user": (_STR, False, None, None, ""),
+    "password": (_STR, False, None, None, ""),
+    "keepalive_s": (_INT, False, 15, _keepalive, "1..20 s"),
+}
+HIL_SCHEMA = {
+    "port": (_STR, True, None, None, ""),
+    "timeout_ms": (_INT, False, 500, _positive, "> 0"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _type_ok(kind, value):
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    return isinstance(value, dict)
+
+
+def _validate(raw, schema, where):
+    if not isinstance(raw, dict):
+        raise ConfigError(where + ": expected a JSON object")
+    for key in raw:
+        if key not in schema:
+            raise ConfigError(where + ": unknown key '" + key + "'")
+    out = {}
+    for key, (kind, required, default, check, wants) in schema.items():
+        if key not in raw:
+            if required:
+                raise ConfigError(where + ": missing required key '" + key + "'")
+            out[key] = default
+            continue
+        value = raw[key]
+        if not _type_ok(kind, value):
+            raise ConfigError(where + ": '" + key + "' must be of type " + kind)
+        if check is not None and not check(value):
+            raise ConfigError(where + ": '" + key + "' = " + repr(value) + " is invalid, expected " + wants)
+        out[key] = value
+    return out
+
+
+def parse(raw, where="config"):
+    cfg = _validate(raw, SCHEMA, where)
+    cfg["broker"] = _validate(cfg["broker"], BROKER_SCHEMA, where + ".broker")
+    if cfg["hal"] == "hil":
+        if cfg["hil"] is None:
+            raise ConfigError(where + ": hal 'hil' needs a 'hil' section with the serial 'port'")
+        cfg["hil"] = _validate(cfg["hil"], HIL_SCHEMA, where + ".hil")
+    return cfg
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("cannot read config file " + path + ": " + str(e)) from None
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(path + " is not valid JSON: " + str(e)) from None
+    return parse(raw, path)

@@ -1,0 +1,205 @@
+# The board's main loop: sample -> flash queue -> MQTT, with end-to-end acknowledgement.
+#
+# Every sample is appended to the flash queue before anything is sent. Records are published in
+# order from the queue's tail, at most `send_window` beyond the last host-committed record; they
+# leave the queue only when the host's ack (topic .../ack, {"b": boot, "s": watermark}) says
+# they are committed. No ack progress for `ack_timeout_ms`, or a reconnect, rewinds the send
+# cursor to the tail: records are sent again with their original boot id and sequence number.
+# Sampling runs on sample time (the rig's in lockstep); keepalive, backoff and ack timeouts on
+# wall time.
+
+import gc
+import json
+
+from app import telemetry
+from app.mqtt_client import Backoff, MqttClient
+from engine.clock import SampleClock
+from engine.nvstate import NvState
+from engine.ringqueue import RingQueue
+from engine.sample import Sample
+from engine.ticks import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from soxcommon import wire
+
+HEARTBEAT_MS = 1000
+
+
+class Node:
+    def __init__(self, cfg, hal, watchdog, log=print):
+        self.cfg = cfg
+        self.hal = hal
+        self.wdt = watchdog
+        self.log = log
+        self.device = cfg["device_id"]
+        data_dir = cfg["data_dir"]
+        self.state = NvState(data_dir + "/state.json", {"boot": 0, "bd": 0})
+        if self.state.damaged:
+            log("state file damaged: boot and session counters restart from the queue")
+        self.queue = RingQueue(data_dir, cfg["cells"], cfg["queue_capacity"])
+        self.boot = self.state.values["boot"] + 1
+        self.state.values["boot"] = self.boot
+        self.state.save()
+        self.seq = 0
+        self.sample = Sample(cfg["cells"])
+        self.clock = SampleClock()
+        self.send_pos = self.queue.tail
+        self.resends = 0
+        self.bad_commands = 0
+        self.hal_errors = 0
+        self.heap_live_peak = 0
+        broker = cfg["broker"]
+        self.mqtt = MqttClient(
+            self.device, broker["host"], broker["port"], keepalive_s=broker["keepalive_s"],
+            user=broker["user"], password=broker["password"], clean_session=True)
+        self.mqtt.on_message = self._on_message
+        self.backoff = Backoff()
+        self._subscribed = False
+        now = ticks_ms()
+        self._next_connect = now
+        self._next_sample = now
+        self._last_progress = now
+        self._last_persist = now
+        self._last_beat = now
+
+    # --- MQTT session --------------------------------------------------------------------------
+
+    def _topic(self, kind):
+        return wire.topic(self.device, kind)
+
+    def _connect(self):
+        bd = self.state.values["bd"] + 1
+        # The will carries the session counter, so a late will of an old session is recognised.
+        self.mqtt.set_will(self._topic("death"), telemetry.death(bd), 1, False)
+        try:
+            self.mqtt.connect()
+        except OSError as e:
+            delay = self.backoff.next_delay_ms()
+            self.log("broker connect failed (%s); retry in %d ms" % (e, delay))
+            self._next_connect = ticks_add(ticks_ms(), delay)
+            return
+        self.backoff.reset()
+        self.state.values["bd"] = bd
+        self.state.save()
+        if not self._subscribed:
+            # The client re-sends remembered subscriptions on every later connect.
+            self.mqtt.subscribe(self._topic("ack"), 1)
+            self.mqtt.subscribe(self._topic("cmd/#"), 1)
+            self._subscribed = True
+        self._publish_birth()
+        self.log("connected, session %d, boot %d, %d queued" % (bd, self.boot, len(self.queue)))
+
+    def _publish_birth(self):
+        q = self.queue
+        payload = telemetry.birth(self.boot, self.state.values["bd"], q.n_cells, len(q), q.dropped)
+        self.mqtt.publish(self._topic("birth"), payload, 1)
+        self._rewind()
+
+    def _rewind(self):
+        self.send_pos = self.queue.tail
+        self._last_progress = ticks_ms()
+
+    def _on_message(self, topic, payload):
+        try:
+            kind = wire.split_topic(topic)[1]
+            msg = json.loads(payload)
+            if kind == "ack":
+                if self.queue.ack(msg["b"], msg["s"]):
+                    self._last_progress = ticks_ms()
+                    if self.send_pos < self.queue.tail:
+                        self.send_pos = self.queue.tail
+            elif kind == "cmd/time":
+                self.clock.sync(msg["t"], msg["tm"], self.sample.t_ms)
+            elif kind == "cmd/rebirth":
+                self._publish_birth()
+            else:
+                raise ValueError("unknown command " + kind)
+        except (ValueError, KeyError, TypeError) as e:
+            self.bad_commands += 1
+            self.log("ignored message on %s: %s" % (topic, e))
+
+    def _pump(self):
+        """Publish queued records from the send cursor, inside the send window."""
+        q = self.queue
+        limit = q.tail + self.cfg["send_window"]
+        topic = self._topic("data")
+        while self.send_pos < q.head and self.send_pos < limit:
+            if not q.read(self.send_pos):
+                self.send_pos += 1  # corrupt slot: released by the next ack
+                continue
+            payload = telemetry.data(q, q.low_seq(q.record_boot()))
+            if self.mqtt.publish(topic, payload, 1) is None:
+                return  # MQTT in-flight window full
+            self.send_pos += 1
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    def _take_sample(self):
+        try:
+            self.hal.read(self.sample)
+        except OSError as e:
+            self.hal_errors += 1
+            self.log("sample skipped: %s" % e)
+            return
+        t_s, t_ms, relative = self.clock.stamp(self.sample.t_ms)
+        self.queue.append(self.boot, self.seq, t_s, t_ms, relative, self.sample)
+        self.seq += 1
+
+    def _sample_period_ms(self):
+        return self.cfg["pace_ms"] if self.cfg["lockstep"] else self.cfg["sample_period_ms"]
+
+    # --- loop ----------------------------------------------------------------------------------
+
+    def step(self):
+        now = ticks_ms()
+        if ticks_diff(now, self._last_beat) >= HEARTBEAT_MS:
+            self.wdt.feed()
+            self._last_beat = now
+            self._measure_heap()
+        if not self.mqtt.connected and ticks_diff(now, self._next_connect) >= 0:
+            self._connect()
+        limit = self.cfg["max_samples"]
+        if (limit == 0 or self.seq < limit) and ticks_diff(now, self._next_sample) >= 0:
+            self._take_sample()
+            self._next_sample = ticks_add(self._next_sample, self._sample_period_ms())
+            if ticks_diff(now, self._next_sample) > 0:
+                self._next_sample = now  # fell behind: do not burst to catch up
+        if self.mqtt.connected:
+            if self.send_pos > self.queue.tail and \
+                    ticks_diff(now, self._last_progress) > self.cfg["ack_timeout_ms"]:
+                self.resends += self.send_pos - self.queue.tail
+                self._rewind()
+            self._pump()
+        if ticks_diff(now, self._last_persist) >= self.cfg["persist_interval_ms"]:
+            self.queue.persist()
+            self._last_persist = now
+        wait = ticks_diff(self._next_sample, ticks_ms())
+        if self.mqtt.connected:
+            self.mqtt.poll(max(0, min(wait, 50)))
+        elif wait > 0:
+            sleep_ms(min(wait, 50))
+
+    def _measure_heap(self):
+        # Live heap: what is still allocated right after a full collection.
+        gc.collect()
+        used = gc.mem_alloc()
+        if used > self.heap_live_peak:
+            self.heap_live_peak = used
+
+    def finished(self):
+        limit = self.cfg["max_samples"]
+        return limit > 0 and self.seq >= limit and len(self.queue) == 0
+
+    def run(self):
+        while not self.finished():
+            self.step()
+        self.queue.persist()
+        if self.mqtt.connected:
+            # A graceful stop says so itself; the will is only for a lost link.
+            self.mqtt.publish(self._topic("death"), telemetry.death(self.state.values["bd"]), 1)
+            self.mqtt.poll(100)
+            self.mqtt.disconnect()
+        self._measure_heap()
+        # One machine-readable line for the rig's harness.
+        print("SOXBMS_SUMMARY " + json.dumps({
+            "device": self.device, "boot": self.boot, "samples": self.seq, "resent": self.resends,
+            "dropped": self.queue.dropped, "hal_errors": self.hal_errors, "queue_head": self.queue.head,
+            "heap_live_peak_bytes": self.heap_live_peak, "heap_free_bytes": gc.mem_free()}))

@@ -1,0 +1,45 @@
+# Payloads of the board's topics, built from queue records (wire definition: soxcommon.wire).
+
+import json
+
+from soxcommon import wire
+
+FIRMWARE_VERSION = "0.1.0"
+
+_CELL_ALIASES = [q[0] for q in wire.CELL_QUANTITIES]
+
+
+def birth(boot, bd_seq, n_cells, queued, dropped):
+    return json.dumps({
+        "pv": wire.PROTOCOL_VERSION,
+        "b": boot,
+        "bd": bd_seq,
+        "n": n_cells,
+        "fw": FIRMWARE_VERSION,
+        "al": wire.alias_table(),
+        "q": queued,
+        "d": dropped,
+    })
+
+
+def death(bd_seq):
+    return json.dumps({"bd": bd_seq})
+
+
+def data(queue, low_seq):
+    """Data message of the record loaded in `queue` (RingQueue.read)."""
+    t_s, t_ms, relative = queue.record_time()
+    msg = {
+        "b": queue.record_boot(),
+        "s": queue.record_seq(),
+        "lo": low_seq,
+        "d": queue.dropped,
+        "t": t_s,
+        "tm": t_ms,
+        "tr": relative,
+        "i": queue.record_current(),
+    }
+    n = queue.n_cells
+    for k in range(len(_CELL_ALIASES)):
+        msg[_CELL_ALIASES[k]] = [queue.record_cell(c, k) for c in range(n)]
+    return json.dumps(msg)

@@ -1,0 +1,1 @@
+"""soxbms host: fleet ingest, storage, export and the CLI."""

@@ -1,0 +1,208 @@
+"""The `soxbms` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from host import export
+from host.broker import make_broker
+from host.devices import add_device, host_credentials, write_broker_auth
+from host.service import EPOCH_2000_UNIX_S, IngestService
+from host.store import open_store
+
+DEFAULT_STATE = "run"
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    return args.db or str(Path(args.state) / "soxbms.sqlite")
+
+
+def _wire_seconds(text: str | None) -> int | None:
+    """An ISO 8601 time (UTC when no zone is given) as seconds since 2000-01-01, the wire's epoch."""
+    if text is None:
+        return None
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp()) - EPOCH_2000_UNIX_S
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    store = open_store(_db_url(args))
+    service = IngestService(args.broker, store, client_id=args.client_id, group=args.group,
+                            user=args.user, password=args.password, batch_max=args.batch, batch_ms=args.batch_ms)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.ready_file:
+        ready = Path(args.ready_file)
+
+        def mark_ready() -> None:
+            ready.write_text(str(time.time()))
+
+        service.on_ready = mark_ready
+    service.run()
+    store.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = open_store(_db_url(args))
+    rows = store.status()
+    summary = {"devices": [vars(r) for r in rows], "quarantined": store.count("quarantine"),
+               "gaps": [list(g) for g in store.gaps()]}
+    store.close()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{'device':<14} {'online':<7} {'last seen (UTC)':<20} {'samples':>9} {'gaps':>6} {'dropped':>8}  firmware")
+    for r in rows:
+        seen = datetime.fromtimestamp(r.last_seen, UTC).strftime("%Y-%m-%d %H:%M:%S") if r.last_seen else "never"
+        print(f"{r.device:<14} {'yes' if r.online else 'no':<7} {seen:<20} {r.samples:>9} {r.gaps:>6} "
+              f"{r.dropped:>8}  {r.firmware or '-'}")
+    print(f"quarantined messages: {summary['quarantined']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(_db_url(args))
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        rows = store.samples(args.device, _wire_seconds(args.start), _wire_seconds(args.end))
+        n = export.write_csv(rows, out) if args.format == "csv" else export.write_jsonld(args.device, rows, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        store.close()
+    print(f"exported {n} cell readings of {args.device}", file=sys.stderr)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    state = Path(args.state)
+    store = open_store(_db_url(args))
+    auth = write_broker_auth(state, store) if args.prefer == "mosquitto" else (None, None)
+    store.close()
+    broker = make_broker(state / "broker", port=args.port, prefer=args.prefer, password_file=auth[0],
+                         acl_file=auth[1])
+    broker.start()
+    print(f"{broker.kind} {broker.version} listening on {broker.url} (config {broker.conf_path}); Ctrl-C stops it")
+    if broker.kind == "mosquitto":
+        print(f"host user: {host_credentials(state).user} (password in {state}/host-credentials.json)")
+    try:
+        assert broker.proc is not None
+        broker.proc.wait()
+    except KeyboardInterrupt:
+        broker.stop()
+    return 0
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    store = open_store(_db_url(args))
+    try:
+        if args.action == "add":
+            creds = add_device(store, args.device)
+            write_broker_auth(Path(args.state), store)
+            print(json.dumps({"device_id": creds.user, "broker": {"user": creds.user, "password": creds.password}}))
+            print("the password is shown once: put it in the board's config.json", file=sys.stderr)
+        elif args.action == "remove":
+            if not store.remove_device(args.device):
+                print(f"no device {args.device}", file=sys.stderr)
+                return 1
+            write_broker_auth(Path(args.state), store)
+        else:
+            for device, _ in store.device_credentials():
+                print(device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hil.runner import run_demo
+
+    return run_demo(Path(args.state), boards=args.boards, cells=args.cells, samples=args.samples,
+                    db_url=args.db)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="soxbms", description="soxbms fleet host, HIL rig and benchmarks")
+    # The shared options are accepted before and after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    for parser, default in ((p, None), (common, argparse.SUPPRESS)):
+        parser.add_argument("--state", default=default or DEFAULT_STATE,
+                            help="state folder (database, broker config, boards; default ./run)")
+        parser.add_argument("--db", default=default, help="database URL: a path or sqlite:///PATH "
+                            "(default STATE/soxbms.sqlite) or postgresql://...")
+        parser.add_argument("-v", "--verbose", action="store_true", default=default or False)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", parents=[common], help="ingest the fleet's telemetry into the database")
+    s.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    s.add_argument("--user")
+    s.add_argument("--password")
+    s.add_argument("--client-id", default="soxbms-host")
+    s.add_argument("--group", help="shared subscription group, to share the fleet between services")
+    s.add_argument("--batch", type=int, default=500, help="most messages per database transaction")
+    s.add_argument("--batch-ms", type=int, default=50, help="longest wait to fill a transaction")
+    s.add_argument("--ready-file", help="written once subscribed (for supervisors and tests)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("status", parents=[common], help="devices, last seen, online, counts, gaps, drops, quarantine")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("export", parents=[common], help="export one device's samples (streamed)")
+    s.add_argument("device")
+    s.add_argument("--format", choices=("csv", "jsonld"), default="csv")
+    s.add_argument("--start", help="ISO 8601 time, UTC unless a zone is given")
+    s.add_argument("--end", help="ISO 8601 time (exclusive)")
+    s.add_argument("-o", "--output", help="file (default: standard output)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("broker", parents=[common], help="start Mosquitto with our config (amqtt where it is missing)")
+    s.add_argument("--port", type=int, help="default: a free port")
+    s.add_argument("--prefer", choices=("mosquitto", "amqtt"), default="mosquitto")
+    s.set_defaults(func=cmd_broker)
+
+    s = sub.add_parser("device", parents=[common], help="register boards and their broker credentials")
+    s.add_argument("action", choices=("add", "list", "remove"))
+    s.add_argument("device", nargs="?")
+    s.set_defaults(func=cmd_device)
+
+    s = sub.add_parser("run", parents=[common],
+                       help="the whole chain on this machine: broker, host, rig, MicroPython boards")
+    s.add_argument("--boards", type=int, default=1)
+    s.add_argument("--cells", type=int, default=16)
+    s.add_argument("--samples", type=int, default=600)
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "device" and args.action in ("add", "remove") and not args.device:
+        print("error: device add/remove needs a device id", file=sys.stderr)
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Turn one MQTT message into a record for the store: validated against the wire definition, or
+rejected with the reason (it is quarantined, never dropped and never a crash)."""
+
+from __future__ import annotations
+
+import json
+
+from host.records import BirthRecord, DataRecord, DeathRecord, Record, Rejected
+from soxcommon import wire
+
+CELL_ALIASES = tuple(q[0] for q in wire.CELL_QUANTITIES)
+
+
+def parse(topic: str, payload: bytes, received_at: float) -> Record:
+    try:
+        return _parse(topic, payload, received_at)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        return Rejected(topic, bytes(payload), str(e) or type(e).__name__, received_at)
+
+
+def _parse(topic: str, payload: bytes, received_at: float) -> Record:
+    device, kind = wire.split_topic(topic)
+    if not wire.valid_device_id(device):
+        raise ValueError("invalid device id in topic")
+    if len(payload) > wire.MAX_PAYLOAD_BYTES:
+        raise ValueError(f"oversized payload: {len(payload)} bytes > {wire.MAX_PAYLOAD_BYTES}")
+    try:
+        msg = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed JSON: {e.msg} at {e.pos}") from None
+    if kind == "data":
+        _raise_if(wire.check_data(msg))
+        cells = tuple(zip(*(msg[a] for a in CELL_ALIASES), strict=True))
+        return DataRecord(device, msg["b"], msg["s"], msg["lo"], msg["d"], msg["t"], msg["tm"], msg["tr"],
+                          msg["i"], cells, received_at)
+    if kind == "birth":
+        _raise_if(wire.check_birth(msg))
+        return BirthRecord(device, msg["b"], msg["bd"], msg["n"], msg["fw"], msg["q"], msg["d"], received_at)
+    if kind == "death":
+        _raise_if(wire.check_death(msg))
+        return DeathRecord(device, msg["bd"], received_at)
+    raise ValueError(f"unexpected topic kind '{kind}'")
+
+
+def _raise_if(error: str | None) -> None:
+    if error:
+        raise ValueError(error)

@@ -1,0 +1,50 @@
+"""What ingest hands to the store: one validated message, or one rejected with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    device: str
+    boot: int
+    seq: int
+    low_seq: int  # the board's oldest queued sequence of this boot (all below: committed or dropped)
+    dropped: int  # board's total queue-overflow drops
+    t_s: int
+    t_ms: int
+    time_relative: int
+    current_mA: int
+    cells: tuple[tuple[int, ...], ...]  # per cell, in wire.CELL_QUANTITIES order
+    received_at: float
+
+
+@dataclass(frozen=True)
+class BirthRecord:
+    device: str
+    boot: int
+    session: int
+    cells: int
+    firmware: str
+    queued: int
+    dropped: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DeathRecord:
+    device: str
+    session: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    topic: str
+    payload: bytes
+    reason: str
+    received_at: float
+
+
+Record = DataRecord | BirthRecord | DeathRecord | Rejected
