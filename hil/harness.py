@@ -19,7 +19,9 @@ from typing import Any
 
 from hil.link import PtyLink
 from hil.module import MinimalModule
+from hil.netproxy import BlackholeProxy
 from hil.rig import Rig
+from hil.supervisor import Supervisor
 from host.broker import Broker, make_broker
 from host.devices import add_device, host_credentials, write_broker_auth
 from host.store import open_store
@@ -52,6 +54,7 @@ class BoardProcess:
     folder: Path
     config: dict[str, Any]
     heap_kb: int = 160
+    firmware_dir: Path = FIRMWARE  # sources, or a hil.firmware_build output (.mpy)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -65,7 +68,8 @@ class BoardProcess:
         cfg_path.write_text(json.dumps(self.config, indent=1))
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(FIRMWARE / "main.py"), str(cfg_path)],
+            [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(self.firmware_dir / "main.py"),
+             str(cfg_path)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.starts += 1
@@ -77,6 +81,9 @@ class BoardProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
 
     def summaries(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():
@@ -137,15 +144,25 @@ class Fleet:
     period_ms: int = 1000
     db_url: str | None = None
     heap_kb: int = 160
+    firmware_dir: Path = FIRMWARE
     queue_capacity: int = 4096
     broker_prefer: str = "mosquitto"
     hold_broker: bool = False  # start() leaves broker and host down until release()
+    n_hosts: int = 1  # more than one: they share the fleet through a $share group
+    supervise: bool = False  # restart hung or crashed boards (the unix port's watchdog)
+    proxy: bool = False  # boards reach the broker through a BlackholeProxy
     host_extra: list[str] = field(default_factory=list)
     board_extra: dict[str, Any] = field(default_factory=dict)
     broker: Broker | None = None
-    host: HostProcess | None = None
+    hosts: list[HostProcess] = field(default_factory=list)
     rigs: list[Rig] = field(default_factory=list)
     board_procs: list[BoardProcess] = field(default_factory=list)
+    supervisors: list[Supervisor] = field(default_factory=list)
+    net: BlackholeProxy | None = None
+
+    @property
+    def host(self) -> HostProcess:
+        return self.hosts[0]
 
     @property
     def db(self) -> str:
@@ -169,7 +186,13 @@ class Fleet:
                                   password_file=pw_file, acl_file=acl_file)
         creds = host_credentials(self.state_dir)
         auth = ["--user", creds.user, "--password", creds.password] if self.broker.kind == "mosquitto" else []
-        self.host = HostProcess(self.broker.url, self.db, self.state_dir, [*auth, *self.host_extra])
+        for n in range(1, self.n_hosts + 1):
+            extra = [*auth, *self.host_extra]
+            if self.n_hosts > 1:
+                extra += ["--group", "fleet", "--client-id", f"soxbms-host-{n}"]
+            self.hosts.append(HostProcess(self.broker.url, self.db, self.state_dir, extra, name=f"host{n}"))
+        if self.proxy:
+            self.net = BlackholeProxy(self.broker.port)
         if not self.hold_broker:
             self.release()
         for device in self.device_ids():
@@ -177,7 +200,8 @@ class Fleet:
             rig = Rig(link, MinimalModule(self.cells, seed=len(self.rigs) + 1), self.period_ms)
             rig.start()
             self.rigs.append(rig)
-            broker_cfg: dict[str, Any] = {"host": "127.0.0.1", "port": self.broker.port}
+            port = self.net.port if self.net is not None else self.broker.port
+            broker_cfg: dict[str, Any] = {"host": "127.0.0.1", "port": port}
             if self.broker.kind == "mosquitto":
                 broker_cfg.update(user=device, password=passwords[device])
             config = {
@@ -188,15 +212,21 @@ class Fleet:
                 "heartbeat_path": str(self.state_dir / device / "heartbeat"),
                 **self.board_extra,
             }
-            board = BoardProcess(device, self.state_dir / device, config, self.heap_kb)
+            board = BoardProcess(device, self.state_dir / device, config, self.heap_kb, self.firmware_dir)
             board.start()
             self.board_procs.append(board)
+            if self.supervise:
+                watchdog_s = config.get("watchdog_ms", 10000) / 1000
+                supervisor = Supervisor(board, Path(config["heartbeat_path"]), watchdog_s)
+                supervisor.start()
+                self.supervisors.append(supervisor)
 
     def release(self) -> None:
         """Start the broker and the host service."""
-        assert self.broker is not None and self.host is not None
+        assert self.broker is not None
         self.broker.start()
-        self.host.start()
+        for host in self.hosts:
+            host.start()
 
     def stored(self) -> int:
         store = open_store(self.db)
@@ -209,18 +239,29 @@ class Fleet:
         def done() -> bool:
             if on_tick is not None:
                 on_tick()
-            return not any(b.running() for b in self.board_procs)
+            codes = [b.exit_code() for b in self.board_procs]
+            if None in codes:
+                return False
+            # Supervised boards are restarted after a crash: only a clean exit is the end.
+            return not self.supervisors or all(code == 0 for code in codes)
 
         wait_for(done, timeout_s, "the boards to send and drain their queues", interval_s=0.2)
+        for supervisor in self.supervisors:
+            supervisor.stop()
         failed = [b.device for b in self.board_procs if b.proc is not None and b.proc.returncode != 0]
         if failed:
             raise RuntimeError(f"board process failed: {failed}; see their board.log")
 
     def stop(self) -> None:
+        for supervisor in self.supervisors:
+            supervisor.stop()
         for board in self.board_procs:
             board.kill()
-        if self.host is not None:
-            self.host.stop()
+        for host in self.hosts:
+            host.stop()
+        if self.net is not None:
+            self.net.close()
+            self.net = None
         for rig in self.rigs:
             rig.stop()
             rig.link.close()

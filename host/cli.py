@@ -139,6 +139,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                     db_url=args.db)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hil import bench_link
+
+    benches = {"link": bench_link.run}
+    out = Path(args.json) if args.json else None
+    result = benches[args.name](out, args.quick, Path(args.state) / f"bench-{args.name}")
+    print(json.dumps(result, indent=1))
+    failed = [name for name, ok in result["bounds"].items() if not ok]
+    print(f"bounds not met: {', '.join(failed)}" if failed else "all bounds met", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="soxbms", description="soxbms fleet host, HIL rig and benchmarks")
     # The shared options are accepted before and after the command name.
@@ -158,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--client-id", default="soxbms-host")
     s.add_argument("--group", help="shared subscription group, to share the fleet between services")
     s.add_argument("--batch", type=int, default=500, help="most messages per database transaction")
-    s.add_argument("--batch-ms", type=int, default=50, help="longest wait to fill a transaction")
+    s.add_argument("--batch-ms", type=int, default=20, help="longest wait to fill a transaction")
     s.add_argument("--ready-file", help="written once subscribed (for supervisors and tests)")
     s.set_defaults(func=cmd_serve)
 
@@ -183,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("add", "list", "remove"))
     s.add_argument("device", nargs="?")
     s.set_defaults(func=cmd_device)
+
+    s = sub.add_parser("bench", parents=[common], help="benchmarks: measured figures as JSON")
+    s.add_argument("name", choices=("link",))
+    s.add_argument("--json", help="write the figures here too")
+    s.add_argument("--quick", action="store_true", help="a small, fast run with the same checks (for tests)")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("run", parents=[common],
                        help="the whole chain on this machine: broker, host, rig, MicroPython boards")

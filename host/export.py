@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, TextIO
 
 from host.store.schema import CELL_COLUMNS
@@ -27,70 +28,119 @@ def write_csv(rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
 
 
 def result_time(t_s: int, t_ms: int, relative: int) -> str | None:
+    """xsd:dateTime (UTC) of a synced sample; None for a board-relative one (no wall time to state)."""
     if relative:
-        return None  # board-relative: no wall time to state
-    return datetime.fromtimestamp(EPOCH_2000_UNIX_S + t_s + t_ms / 1000, UTC).isoformat()
+        return None
+    t = datetime.fromtimestamp(EPOCH_2000_UNIX_S + t_s, UTC) + timedelta(milliseconds=t_ms)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iri(curie: str) -> str:
+    return ontology.expand(curie)
 
 
 def context() -> dict[str, Any]:
+    """Inline JSON-LD context: the BattINFO namespaces and keys (same IRIs as the published context
+    https://w3id.org/emmo/domain/battery/context) plus the SOSA terms; nothing is fetched."""
     ctx: dict[str, Any] = dict(ontology.NAMESPACES)
     ctx.update({
-        "hasNumericalPart": {"@id": "emmo:EMMO_8ef3cd6d_ae58_4a8d_9fc0_ad8f49015cd0"},
-        "hasMeasurementUnit": {"@id": "emmo:EMMO_bed1d005_b04e_4a90_94cf_02bc678a8569", "@type": "@id"},
-        "hasNumericalValue": {"@id": "emmo:EMMO_faf79f53_749d_40b2_807c_d34244c192f4"},
-        "resultTime": {"@id": "sosa:resultTime", "@type": "xsd:dateTime"},
-        "hasFeatureOfInterest": {"@id": "sosa:hasFeatureOfInterest", "@type": "@id"},
-        "madeBySensor": {"@id": "sosa:madeBySensor", "@type": "@id"},
-        "hasResult": {"@id": "sosa:hasResult"},
-        "observedProperty": {"@id": "sosa:observedProperty", "@type": "@id"},
+        "hasNumericalPart": {"@id": _iri(ontology.HAS_NUMERICAL_PART), "@type": "@id"},
+        "hasMeasurementUnit": {"@id": _iri(ontology.HAS_MEASUREMENT_UNIT), "@type": "@id"},
+        # hasNumberValue in EMMO; the BattINFO context names it hasNumericalValue too.
+        "hasNumericalValue": {"@id": _iri(ontology.HAS_NUMBER_VALUE)},
+        "resultTime": {"@id": _iri("sosa:resultTime"), "@type": "xsd:dateTime"},
+        "hasFeatureOfInterest": {"@id": _iri("sosa:hasFeatureOfInterest"), "@type": "@id"},
+        "madeBySensor": {"@id": _iri("sosa:madeBySensor"), "@type": "@id"},
+        "hasResult": {"@id": _iri("sosa:hasResult")},
+        "observedProperty": {"@id": _iri("sosa:observedProperty"), "@type": "@id"},
     })
     return ctx
 
 
 def own_terms() -> list[dict[str, Any]]:
-    return [{"@id": curie, "@type": "owl:Class", "rdfs:label": label, "rdfs:subClassOf": {"@id": parent}}
-            for curie, label, parent in ontology.OWN_TERMS]
+    """The soxbms: terms EMMO lacks, each a subclass of the nearest EMMO class."""
+    return [{"@id": curie, "@type": "owl:Class", "skos:prefLabel": {"@value": label, "@language": "en"},
+             "rdfs:comment": {"@value": comment, "@language": "en"}, "rdfs:subClassOf": {"@id": parent}}
+            for curie, label, parent, comment in ontology.OWN_TERMS]
 
 
-def _observation(device: str, cell_iri: str, key: str, curie: str, unit: str, value: int,
+def numerical_value(value: int, unit: str) -> int | dict[str, str]:
+    """The wire integer stated in the EMMO unit of ontology.UNITS[unit], exactly (xsd:decimal when scaled)."""
+    exponent = ontology.UNITS[unit][1]
+    if exponent == 0:
+        return value
+    return {"@value": format(Decimal(value).scaleb(exponent), "f"), "@type": "xsd:decimal"}
+
+
+def _observation(iri: str, feature: str, sensor: str, quantity: str, unit: str, value: int,
                  when: str | None) -> dict[str, Any]:
-    unit_curie = ontology.UNITS[unit][0]
+    """One sosa:Observation; its result is the quantity, valued as in the BattINFO context."""
     obs: dict[str, Any] = {
-        "@id": f"{key}",
+        "@id": iri,
         "@type": "sosa:Observation",
-        "hasFeatureOfInterest": cell_iri,
-        "madeBySensor": f"urn:soxbms:{device}:sensor:{key.rsplit(':', 1)[-1]}",
-        "observedProperty": curie,
-        "hasResult": {"@type": curie, "hasNumericalPart": {"@type": "emmo:Real", "hasNumericalValue": value},
-                      "hasMeasurementUnit": unit_curie},
+        "hasFeatureOfInterest": feature,
+        "madeBySensor": sensor,
+        "observedProperty": quantity,
+        "hasResult": {
+            "@type": quantity,
+            "hasNumericalPart": {"@type": ontology.REAL_DATA,
+                                 "hasNumericalValue": numerical_value(value, unit)},
+            "hasMeasurementUnit": ontology.UNITS[unit][0],
+        },
     }
     if when is not None:
         obs["resultTime"] = when
     return obs
 
 
+class _Graph:
+    """Writes the nodes of the @graph array one at a time, comma-separated."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.empty = True
+
+    def add(self, node: dict[str, Any]) -> None:
+        self.out.write(("" if self.empty else ",\n") + json.dumps(node, separators=(",", ":")))
+        self.empty = False
+
+
 def write_jsonld(device: str, rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
-    """A JSON-LD document whose @graph is written one observation at a time."""
+    """A JSON-LD document whose @graph is written one node at a time: our own terms, the pack
+    (battery:Battery), each cell (battery:BatteryCell) and its sensors when first seen, and one
+    sosa:Observation per pack quantity per sample and per cell quantity per cell reading.
+    Returns the number of cell readings (rows)."""
     out.write('{"@context": ' + json.dumps(context()) + ', "@graph": [\n')
+    graph = _Graph(out)
     for term in own_terms():
-        out.write(json.dumps(term) + ",\n")
+        graph.add(term)
+    pack = f"urn:soxbms:{device}"
+    graph.add({"@id": pack, "@type": ontology.BATTERY, "rdfs:label": f"soxbms device {device}"})
+    for _, column, _, _, _, _ in wire.PACK_QUANTITIES:
+        graph.add({"@id": f"{pack}:sensor:{column}", "@type": "sosa:Sensor"})
+    cells_seen: set[Any] = set()
+    last_sample: tuple[Any, Any] | None = None
     n = 0
-    pack_iri = f"urn:soxbms:{device}"
-    last_sample: tuple[int, int] | None = None
     for row in rows:
-        boot, seq, t_s, t_ms, relative, current_mA, cell = row[:7]
+        boot, seq, t_s, t_ms, relative = row[:5]
+        pack_values, cell, cell_values = row[5:6], row[6], row[7:]
         when = result_time(t_s, t_ms, relative)
-        base = f"urn:soxbms:{device}:{boot}:{seq}"
+        sample = f"{pack}:obs:{boot}:{seq}"
         if (boot, seq) != last_sample:
             last_sample = (boot, seq)
-            name, curie, unit = wire.PACK_QUANTITIES[0][1:4]
-            out.write(json.dumps(_observation(device, pack_iri, f"{base}:{name}", curie, unit, current_mA, when))
-                      + ",\n")
-        cell_iri = f"urn:soxbms:{device}:cell:{cell}"
-        for value, (_, column, curie, unit, _, _) in zip(row[7:], wire.CELL_QUANTITIES, strict=True):
-            out.write(json.dumps(_observation(device, cell_iri, f"{base}:{cell}:{column}", curie, unit, value,
-                                              when)) + ",\n")
+            for value, (_, column, curie, unit, _, _) in zip(pack_values, wire.PACK_QUANTITIES, strict=True):
+                graph.add(_observation(f"{sample}:{column}", pack, f"{pack}:sensor:{column}", curie, unit,
+                                       value, when))
+        cell_iri = f"{pack}:cell:{cell}"
+        if cell not in cells_seen:
+            cells_seen.add(cell)
+            graph.add({"@id": cell_iri, "@type": ontology.BATTERY_CELL,
+                       "rdfs:label": f"cell {cell} of soxbms device {device}"})
+            for _, column, _, _, _, _ in wire.CELL_QUANTITIES:
+                graph.add({"@id": f"{cell_iri}:sensor:{column}", "@type": "sosa:Sensor"})
+        for value, (_, column, curie, unit, _, _) in zip(cell_values, wire.CELL_QUANTITIES, strict=True):
+            graph.add(_observation(f"{sample}:cell:{cell}:{column}", cell_iri, f"{cell_iri}:sensor:{column}",
+                                   curie, unit, value, when))
         n += 1
-    cells = {"@id": pack_iri, "@type": ontology.BATTERY_CELL, "rdfs:label": f"soxbms device {device}"}
-    out.write(json.dumps(cells) + "\n]}\n")
+    out.write("\n]}\n")
     return n

@@ -56,6 +56,7 @@ SCHEMA = {
     "watchdog_ms": (_INT, False, 10000, _positive, "> 0"),
     "heartbeat_path": (_STR, False, None, None, ""),  # unix port: the supervisor's watchdog file
     "hil": (_DICT, False, None, None, ""),
+    "board": (_DICT, False, None, None, ""),
     "broker": (_DICT, True, None, None, ""),
 }
 BROKER_SCHEMA = {
@@ -68,6 +69,29 @@ BROKER_SCHEMA = {
 HIL_SCHEMA = {
     "port": (_STR, True, None, None, ""),
     "timeout_ms": (_INT, False, 500, _positive, "> 0"),
+}
+
+
+def _current_unit(v):
+    return v in (100, 1000, 10000, 100000)
+
+
+# hal "board": TI BQ76952 on I2C, sensor front-end on a UART (drivers/board_hal.py). The pins are
+# required: on an ESP32 the UART1 default pins clash with the flash chip.
+BOARD_SCHEMA = {
+    "i2c_id": (_INT, False, 0, _non_negative, ">= 0"),
+    "i2c_scl": (_INT, True, None, _non_negative, "a pin number"),
+    "i2c_sda": (_INT, True, None, _non_negative, "a pin number"),
+    "i2c_freq": (_INT, False, 400000, _positive, "> 0 Hz"),
+    "bq_addr": (_INT, False, 8, _positive, "a 7-bit I2C address"),
+    "thermistors": (_STR, False, "TS1,TS3", None, ""),
+    "vc_inputs": (_STR, False, None, None, ""),
+    "current_unit_uA": (_INT, False, 1000, _current_unit, "100, 1000, 10000 or 100000 (the BQ76952 userA)"),
+    "uart_id": (_INT, False, 1, _non_negative, ">= 0"),
+    "uart_tx": (_INT, True, None, _non_negative, "a pin number"),
+    "uart_rx": (_INT, True, None, _non_negative, "a pin number"),
+    "uart_baud": (_INT, False, 115200, _positive, "> 0"),
+    "timeout_ms": (_INT, False, 200, _positive, "> 0"),
 }
 
 
@@ -114,6 +138,10 @@ def parse(raw, where="config"):
         if cfg["hil"] is None:
             raise ConfigError(where + ": hal 'hil' needs a 'hil' section with the serial 'port'")
         cfg["hil"] = _validate(cfg["hil"], HIL_SCHEMA, where + ".hil")
+    else:
+        if cfg["board"] is None:
+            raise ConfigError(where + ": hal 'board' needs a 'board' section (I2C and UART pins)")
+        cfg["board"] = _validate(cfg["board"], BOARD_SCHEMA, where + ".board")
     return cfg
 
 

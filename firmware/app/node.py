@@ -53,6 +53,7 @@ class Node:
         self.mqtt.on_message = self._on_message
         self.backoff = Backoff()
         self._subscribed = False
+        self._birth_pending = False
         now = ticks_ms()
         self._next_connect = now
         self._next_sample = now
@@ -88,9 +89,11 @@ class Node:
         self.log("connected, session %d, boot %d, %d queued" % (bd, self.boot, len(self.queue)))
 
     def _publish_birth(self):
+        """Birth first, then data from the queue's tail. Retried from step() while the MQTT in-flight
+        window is still full of the last session's messages (re-sent on reconnect)."""
         q = self.queue
         payload = telemetry.birth(self.boot, self.state.values["bd"], q.n_cells, len(q), q.dropped)
-        self.mqtt.publish(self._topic("birth"), payload, 1)
+        self._birth_pending = self.mqtt.publish(self._topic("birth"), payload, 1) is None
         self._rewind()
 
     def _rewind(self):
@@ -162,7 +165,9 @@ class Node:
             self._next_sample = ticks_add(self._next_sample, self._sample_period_ms())
             if ticks_diff(now, self._next_sample) > 0:
                 self._next_sample = now  # fell behind: do not burst to catch up
-        if self.mqtt.connected:
+        if self.mqtt.connected and self._birth_pending:
+            self._publish_birth()
+        if self.mqtt.connected and not self._birth_pending:
             if self.send_pos > self.queue.tail and \
                     ticks_diff(now, self._last_progress) > self.cfg["ack_timeout_ms"]:
                 self.resends += self.send_pos - self.queue.tail
@@ -194,8 +199,11 @@ class Node:
         self.queue.persist()
         if self.mqtt.connected:
             # A graceful stop says so itself; the will is only for a lost link.
-            self.mqtt.publish(self._topic("death"), telemetry.death(self.state.values["bd"]), 1)
-            self.mqtt.poll(100)
+            goodbye = telemetry.death(self.state.values["bd"])
+            start = ticks_ms()
+            while self.mqtt.poll(10) and ticks_diff(ticks_ms(), start) < 2000:
+                if self.mqtt.publish(self._topic("death"), goodbye, 1) is not None:
+                    break
             self.mqtt.disconnect()
         self._measure_heap()
         # One machine-readable line for the rig's harness.

@@ -5,6 +5,8 @@ the board had persisted) is in the store exactly once."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +122,66 @@ def test_queue_overflow_drops_exactly_the_oldest(fleet_factory) -> None:
     finally:
         store.close()
     assert seqs == list(range(60, 100))  # the oldest went, the newest stayed
+
+
+def test_hung_board_is_reset_by_the_watchdog(fleet_factory) -> None:
+    """A board process that stops (SIGSTOP: its loop no longer runs) stops feeding its watchdog;
+    the supervisor kills and restarts it, and it comes back into the same session logic."""
+    fleet = fleet_factory(boards=1, cells=8, samples=400, pace_ms=2, supervise=True,
+                          board_extra={"watchdog_ms": 3000})
+    fleet.start()
+    board = fleet.board_procs[0]
+    wait_for(lambda: fleet.stored() >= 100, 60, "100 stored samples")
+    board.proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: fleet.supervisors[0].watchdog_resets == 1, 30, "the watchdog reset")
+    score = finish(fleet)
+    summaries = board.summaries()
+    assert board.starts == 2 and summaries[-1]["boot"] == 2
+    assert score["stored"] == summaries[-1]["queue_head"] and score["duplicates"] == 0
+
+
+def test_link_black_holed_for_30_s(fleet_factory) -> None:
+    """No RST, no FIN: only keepalives find the dead link. The broker's will marks the board
+    offline, the board's rebirth marks it online again, and nothing is lost."""
+    fleet = fleet_factory(boards=1, cells=8, samples=900, pace_ms=5, proxy=True,
+                          board_extra={"send_window": 64})
+    fleet.start()
+    wait_for(lambda: fleet.stored() >= 100, 60, "100 stored samples")
+    fleet.net.blackhole(True)
+    hole_started = time.monotonic()
+    wait_for(lambda: not device_status(fleet).online, 40, "the will marking the board offline")
+    time.sleep(max(0.0, 30 - (time.monotonic() - hole_started)))  # the fault lasts 30 s of wall time
+    fleet.net.blackhole(False)
+    wait_for(lambda: events(fleet).count("birth") == 2, 40, "the board's rebirth")
+    score = finish(fleet)
+    assert (score["sent"], score["stored"], score["lost"], score["duplicates"]) == (900, 900, 0, 0)
+    # birth, the will (offline), rebirth (online), and the board's own goodbye at the end.
+    assert events(fleet) == ["birth", "death", "birth", "death"]
+
+
+def events(fleet: Fleet) -> list[str]:
+    store = open_store(fleet.db)
+    try:
+        return store.device_events("board-01")
+    finally:
+        store.close()
+
+
+def device_status(fleet: Fleet):
+    store = open_store(fleet.db)
+    try:
+        return {s.device: s for s in store.status()}["board-01"]
+    finally:
+        store.close()
+
+
+def test_two_hosts_share_the_fleet_and_one_dies(fleet_factory, pg_url: str) -> None:
+    """Two services in one $share group on one PostgreSQL; one is SIGKILLed mid-stream."""
+    fleet = fleet_factory(boards=2, cells=8, samples=600, pace_ms=2, n_hosts=2, db_url=pg_url)
+    fleet.start()
+    wait_for(lambda: fleet.stored() >= 300, 60, "300 stored samples")
+    fleet.hosts[1].kill()
+    score = finish(fleet)
+    assert (score["sent"], score["stored"], score["lost"], score["duplicates"]) == (1200, 1200, 0, 0)
+    log = (fleet.state_dir / "host2.log").read_text()
+    assert "stored" in log or fleet.stored() == 1200

@@ -1,0 +1,110 @@
+# Request/reply over the framed serial protocol (soxcommon.frame), shared by the HIL HAL (a pty or
+# a UART to the rig) and the board HAL (a UART to the sensor front-end MCU).
+#
+# One request, one reply. On a timeout or a NACK the same request, with the same sequence number,
+# is sent again (the far end answers a repeat from its cache), up to `retries` tries; then
+# LinkError. Received bytes go one at a time through Codec.feed, so a corrupt, truncated or
+# foreign frame costs a timeout and a retry, never a wrong value. Allocates nothing per request.
+#
+# The stream is anything with write(buf) and readinto(buf) (a file opened "r+b", machine.UART);
+# the poller anything with ipoll(timeout_ms) yielding while the stream has bytes to read
+# (select.poll, see poll_in()).
+
+import select
+
+from engine.ticks import ticks_diff, ticks_ms
+from soxcommon import frame
+
+
+class LinkError(OSError):
+    pass
+
+
+def poll_in(stream):
+    """A select.poll that reports when `stream` has bytes to read (a file, machine.UART)."""
+    p = select.poll()
+    p.register(stream, select.POLLIN)
+    return p
+
+
+class FrameLink:
+    def __init__(self, stream, poller, max_payload, timeout_ms=500, retries=5):
+        self.stream = stream
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.rx = frame.Codec(max_payload)  # the last valid reply: payload at frame.HEADER_BYTES
+        self._poll = poller
+        self._tx = frame.Codec(0)  # requests carry no payload
+        self._byte = bytearray(1)
+        self._seq = 0
+        self.timeouts = 0
+        self.nacks = 0
+
+    @property
+    def crc_errors(self):
+        return self.rx.crc_errors
+
+    def request(self, req_type, reply_type):
+        """Send a request of `req_type` and wait for its `reply_type` reply (same sequence
+        number); on return the reply is in self.rx. Raises LinkError when no valid reply came."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._tx.encode(req_type, self._seq, 0)  # empty payload: fills the buffer exactly
+        for _ in range(self.retries):
+            self.stream.write(self._tx.buf)  # unbuffered: no flush (fsync on a tty is EINVAL)
+            if self._await_reply(reply_type):
+                return
+        raise LinkError("no valid reply after %d tries" % self.retries)
+
+    def _await_reply(self, reply_type):
+        rx = self.rx
+        start = ticks_ms()
+        while True:
+            left = self.timeout_ms - ticks_diff(ticks_ms(), start)
+            if left <= 0:
+                self.timeouts += 1
+                return False
+            for _ in self._poll.ipoll(left):
+                # One byte per read: a stream read of more could block for bytes never sent.
+                if self.stream.readinto(self._byte) != 1:
+                    raise LinkError("serial port closed")
+                if rx.feed(self._byte[0]):
+                    if rx.type == frame.T_NACK:
+                        self.nacks += 1
+                        return False
+                    if rx.type == reply_type and rx.seq == self._seq:
+                        return True
+
+
+class LinkCounters:
+    """For a HAL talking through a FrameLink at self._link: its settings and counters as the
+    HAL's own attributes (timeout_ms, retries, timeouts, nacks, crc_errors)."""
+
+    _link: "FrameLink"
+
+    @property
+    def timeout_ms(self):
+        return self._link.timeout_ms
+
+    @timeout_ms.setter
+    def timeout_ms(self, value):
+        self._link.timeout_ms = value
+
+    @property
+    def retries(self):
+        return self._link.retries
+
+    @retries.setter
+    def retries(self, value):
+        self._link.retries = value
+
+    @property
+    def timeouts(self):
+        return self._link.timeouts
+
+    @property
+    def nacks(self):
+        return self._link.nacks
+
+    @property
+    def crc_errors(self):
+        return self._link.crc_errors
