@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import platform
 import queue
@@ -63,9 +64,11 @@ def paho_client(port: int, client_id: str, clean: bool = True) -> mqtt.Client:
 
 def publish_backlog(port: int, devices: list[str], per_device: int) -> None:
     pub = paho_client(port, "bench-publisher")
-    infos = []
+    infos: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
     for seq in range(per_device):
         for device in devices:
+            if len(infos) >= 30000:  # packet ids are 16-bit: never more than this outstanding
+                infos.popleft().wait_for_publish(120)
             infos.append(pub.publish(wire.topic(device, "data"), data_payload(1, seq), qos=1))
     for info in infos:
         info.wait_for_publish(120)
@@ -173,6 +176,14 @@ def drain_bare(broker: Broker, devices: list[str], per_device: int) -> float:
     return n / (times[-1] - times[0])
 
 
+def forget_session(port: int, client_id: str) -> None:
+    """A clean-session connect discards the broker's stored session of this client id, so later
+    phases do not pile messages into it (Mosquitto snapshots every queued message each second)."""
+    c = paho_client(port, client_id, clean=True)
+    c.disconnect()
+    c.loop_stop()
+
+
 def latency(broker: Broker, state: Path, db: str, devices: list[str], rate_hz: int, seconds: float) -> dict[str, Any]:
     host = HostProcess(broker.url, db, state, ["--client-id", "bench-latency-host"], name="latency-host")
     try:
@@ -239,8 +250,10 @@ def throughput_and_latency(state: Path, per_device: int, latency_s: float) -> di
         store.close()
         log(f"drain: host, {len(devices) * per_device} queued messages")
         ingest = drain_host(broker, state, db, devices, per_device)
+        forget_session(broker.port, "soxbms-host")
         log("drain: bare paho subscriber")
         bare = drain_bare(broker, devices, per_device)
+        forget_session(broker.port, "bench-bare")
         log(f"latency: 1000 msg/s for {latency_s} s")
         lat = latency(broker, state, db, devices, 1000, latency_s)
     finally:

@@ -44,19 +44,8 @@ class Rig:
         self.module.step(self.period_ms / 1000.0)
         self.sim_ms += self.period_ms
         current_mA, rows = self.module.reading()
-        buf = self._tx.buf
-        off = frame.HEADER_BYTES
-        frame.put_u32(buf, off, self.sim_ms)
-        buf[off + 4] = self.module.n_cells
-        buf[off + 5] = 0
-        frame.put_i32(buf, off + 6, current_mA)
-        off += frame.SAMPLE_HEAD_BYTES
-        for row in rows:
-            for value in row:
-                frame.put_i32(buf, off, value)
-                off += 4
-        n = self._tx.encode(frame.T_SAMPLE, seq, off - frame.HEADER_BYTES)
-        return bytes(buf[:n])
+        n = frame.encode_sample(self._tx, seq, self.sim_ms, current_mA, rows)
+        return bytes(self._tx.buf[:n])
 
     def handle(self, data: bytes) -> None:
         for byte in data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -136,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hil.runner import run_demo
 
     return run_demo(Path(args.state), boards=args.boards, cells=args.cells, samples=args.samples,
-                    db_url=args.db)
+                    db_url=args.db, broker_prefer=args.prefer)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boards", type=int, default=1)
     s.add_argument("--cells", type=int, default=16)
     s.add_argument("--samples", type=int, default=600)
+    s.add_argument("--prefer", choices=("mosquitto", "amqtt"), default="mosquitto",
+                   help="broker to start (amqtt is also the fallback where Mosquitto is not installed)")
     s.set_defaults(func=cmd_run)
     return p
 
@@ -218,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "device" and args.action in ("add", "remove") and not args.device:
         print("error: device add/remove needs a device id", file=sys.stderr)
         return 2
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`soxbms export ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return result
 
 

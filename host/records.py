@@ -1,12 +1,12 @@
-"""What ingest hands to the store: one validated message, or one rejected with its reason."""
+"""What ingest hands to the store: one validated message, or one rejected with its reason.
+Named tuples: made once per message on the ingest hot path (a fifth of a frozen dataclass's cost)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class DataRecord:
+class DataRecord(NamedTuple):
     device: str
     boot: int
     seq: int
@@ -20,8 +20,7 @@ class DataRecord:
     received_at: float
 
 
-@dataclass(frozen=True)
-class BirthRecord:
+class BirthRecord(NamedTuple):
     device: str
     boot: int
     session: int
@@ -32,15 +31,13 @@ class BirthRecord:
     received_at: float
 
 
-@dataclass(frozen=True)
-class DeathRecord:
+class DeathRecord(NamedTuple):
     device: str
     session: int
     received_at: float
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(NamedTuple):
     topic: str
     payload: bytes
     reason: str

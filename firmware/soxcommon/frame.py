@@ -147,3 +147,20 @@ class Codec:
         end = HEADER_BYTES + length
         put_u32(buf, end, binascii.crc32(self._crc_view(end)))
         return end + 4
+
+
+def encode_sample(codec, seq, t_ms, current_mA, rows):
+    """A sample reply into `codec` (sized by sample_payload_bytes(len(rows))): sample time, pack
+    current and per cell CELL_FIELDS values. Returns the frame length (the frame is codec.buf)."""
+    buf = codec.buf
+    off = HEADER_BYTES
+    put_u32(buf, off, t_ms)
+    buf[off + 4] = len(rows)
+    buf[off + 5] = 0
+    put_i32(buf, off + 6, current_mA)
+    off += SAMPLE_HEAD_BYTES
+    for row in rows:
+        for k in range(CELL_FIELDS):
+            put_i32(buf, off, row[k])
+            off += 4
+    return codec.encode(T_SAMPLE, seq, off - HEADER_BYTES)

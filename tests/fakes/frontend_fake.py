@@ -74,23 +74,14 @@ class FakeFrontEnd:
             self._end = tx.encode(frame.T_NACK, 0, 0)
             self._pos = 0
             return
-        buf = tx.buf
-        off = frame.HEADER_BYTES
-        frame.put_u32(buf, off, self.t_ms)
-        buf[off + 4] = self.reported_cells
-        buf[off + 5] = 0
-        frame.put_i32(buf, off + 6, self.current_mA)
-        off += frame.SAMPLE_HEAD_BYTES
-        for c in range(self.n_cells):
-            v = self.values[c]
-            for k in range(frame.CELL_FIELDS):
-                frame.put_i32(buf, off, v[k])
-                off += 4
-        self._end = tx.encode(frame.T_SAMPLE, seq, off - frame.HEADER_BYTES)
+        self._end = frame.encode_sample(tx, seq, self.t_ms, self.current_mA, self.values)
+        if self.reported_cells != self.n_cells:  # a front-end that lies about its cell count
+            tx.buf[frame.HEADER_BYTES + 4] = self.reported_cells
+            tx.encode(frame.T_SAMPLE, seq, self._end - frame.OVERHEAD_BYTES)
         self._pos = 0
         if self.corrupt > 0:
             self.corrupt -= 1
-            buf[frame.HEADER_BYTES + 1] ^= 0x55
+            tx.buf[frame.HEADER_BYTES + 1] ^= 0x55
         self.replies += 1
 
 
