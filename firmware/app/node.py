@@ -33,9 +33,11 @@ class Node:
         data_dir = cfg["data_dir"]
         self.state = NvState(data_dir + "/state.json", {"boot": 0, "bd": 0})
         if self.state.damaged:
-            log("state file damaged: boot and session counters restart from the queue")
+            log("state file damaged: boot id continues from the flash queue's records")
         self.queue = RingQueue(data_dir, cfg["cells"], cfg["queue_capacity"])
-        self.boot = self.state.values["boot"] + 1
+        # A boot id must never repeat: the host would take the new boot's records for duplicates.
+        # The queue's slots remember the last boot that wrote one, even if the state file is lost.
+        self.boot = max(self.state.values["boot"], self.queue.last_boot) + 1
         self.state.values["boot"] = self.boot
         self.state.save()
         self.seq = 0

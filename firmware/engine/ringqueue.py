@@ -46,6 +46,7 @@ class RingQueue:
         self.tail = 0
         self.dropped = 0
         self.corrupt = 0
+        self.last_boot = 0  # highest boot id in any readable slot (acknowledged slots keep theirs)
         self._tail_saved = -1
         self._acks = {}  # boot -> highest sequence the host committed
         self._open()
@@ -102,6 +103,9 @@ class RingQueue:
                 index = get_u32(self.rec, 0)
                 if index + 1 > head:
                     head = index + 1
+                boot = get_i32(self.rec, 4)
+                if boot > self.last_boot:
+                    self.last_boot = boot
         self.head = head
         if self.tail > head:
             self.tail = head

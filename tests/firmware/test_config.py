@@ -39,7 +39,8 @@ def test_example_config_parses(tmp_path: Path) -> None:
     ({"device_id": "bms/01"}, "'device_id' = 'bms/01' is invalid"),
     ({"colour": "red"}, "unknown key 'colour'"),
     ({"hal": "hil", "hil": None}, "'hil' must be of type dict"),
-    ({"broker": {"host": "h", "keepalive_s": 60}}, "config.json.broker: 'keepalive_s' = 60 is invalid, expected 1..20 s"),
+    ({"broker": {"host": "h", "keepalive_s": 60}},
+     "config.json.broker: 'keepalive_s' = 60 is invalid, expected 1..20 s"),
     ({"hal": "board"}, "hal 'board' needs a 'board' section"),
 ])
 def test_mistakes_are_named(tmp_path: Path, change: dict, message: str) -> None:

@@ -149,3 +149,16 @@ print(json.dumps({"ok": ok, "lock_works": lock_works, "head": q.head, "current":
                   "cell5": s.cells[5]}))
 """)
     assert r == {"ok": True, "lock_works": True, "head": 3, "current": -1234, "cell5": 5 * 1000 - 50000}
+
+
+def test_boot_id_survives_a_lost_state_file(tmp_path: Path) -> None:
+    """Acknowledged slots keep their boot id, so a board whose state file is gone never reuses one."""
+    r = mpy(tmp_path, """
+q = RingQueue(D, 2, 8)
+fill(q, 7, 0, 3)
+q.ack(7, 2)
+q.close()
+q = RingQueue(D, 2, 8)
+print(json.dumps({"len": len(q), "last_boot": q.last_boot}))
+""")
+    assert r == {"len": 0, "last_boot": 7}
