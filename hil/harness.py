@@ -66,6 +66,8 @@ class BoardProcess:
         (self.folder / "data").mkdir(parents=True, exist_ok=True)
         cfg_path = self.folder / "config.json"
         cfg_path.write_text(json.dumps(self.config, indent=1))
+        if self.starts == 0:
+            self.log_path.unlink(missing_ok=True)  # one log a run; restarts within it append
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(self.firmware_dir / "main.py"),
@@ -159,6 +161,7 @@ class Fleet:
     board_procs: list[BoardProcess] = field(default_factory=list)
     supervisors: list[Supervisor] = field(default_factory=list)
     net: BlackholeProxy | None = None
+    started_at: float = 0.0
 
     @property
     def host(self) -> HostProcess:
@@ -172,6 +175,7 @@ class Fleet:
         return [f"board-{n:02d}" for n in range(1, self.boards + 1)]
 
     def start(self) -> None:
+        self.started_at = time.time()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(self.db)
         passwords = {}
@@ -269,14 +273,15 @@ class Fleet:
             self.broker.stop()
 
     def score(self) -> dict[str, Any]:
-        """What was sent (by the rigs' count of new samples) against what the store holds."""
+        """What this run's rigs sent (their count of new samples) against what the store received
+        since the run started (a state folder may hold earlier runs)."""
         store = open_store(self.db)
         try:
             status = {s.device: s for s in store.status()}
-            per_time = store.distinct_sample_instants()
+            counts = store.sample_counts(since=self.started_at)
             sent = sum(r.counters.samples for r in self.rigs)
-            stored = sum(status[d].samples for d in self.device_ids() if d in status)
-            distinct = sum(per_time.get(d, 0) for d in self.device_ids())
+            stored = sum(counts.get(d, (0, 0))[0] for d in self.device_ids())
+            distinct = sum(counts.get(d, (0, 0))[1] for d in self.device_ids())
             heap = [s["heap_live_peak_bytes"] for b in self.board_procs for s in b.summaries()]
             return {
                 "boards": self.boards, "cells": self.cells, "sent": sent, "stored": stored,
@@ -293,8 +298,10 @@ class Fleet:
 
 
 def environment_versions() -> dict[str, str]:
-    out = subprocess.run([micropython_binary(), "-c", "import sys; print(sys.version)"], capture_output=True,
-                         text=True, check=False).stdout.strip()
+    out = subprocess.run([micropython_binary(), "-c",
+                          "import sys; v = sys.implementation.version; print('%d.%d.%d %s' % (v[0], v[1], v[2], v[3]),"
+                          " sys.version.split('MicroPython ')[-1])"],
+                         capture_output=True, text=True, check=False).stdout.strip()
     import paho.mqtt
 
     return {"micropython": out, "python": sys.version.split()[0], "paho_mqtt": paho.mqtt.__version__,

@@ -321,13 +321,14 @@ class SqlStore:
         self.commit()
         return n
 
-    def distinct_sample_instants(self) -> dict[str, int]:
-        """Per device, how many distinct sample times are stored: a sample stored twice under two
-        sequence numbers would count once here and twice in `samples`."""
-        rows = self._exec("SELECT device, COUNT(*) FROM (SELECT DISTINCT device, time_relative, t_s, t_ms"
-                          " FROM sample) AS d GROUP BY device").fetchall()
+    def sample_counts(self, since: float = 0.0) -> dict[str, tuple[int, int]]:
+        """Per device, (rows, distinct sample times) of the samples received since `since`: a
+        sample stored twice under two sequence numbers counts twice in rows, once in times."""
+        rows = self._exec(
+            "SELECT device, COUNT(*), COUNT(DISTINCT time_relative || ':' || t_s || ':' || t_ms)"
+            " FROM sample WHERE received_at >= ? GROUP BY device", (since,)).fetchall()
         self.commit()
-        return {r[0]: int(r[1]) for r in rows}
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
     def ingest_span(self) -> tuple[float, float]:
         """(first receive, last commit) over all samples: the wall time the store took to ingest them."""

@@ -1,0 +1,87 @@
+"""The rig's side of the framed protocol over a real raw-mode pty: lockstep time, cached replies
+for repeated requests, NACK for corrupt requests, and binary bytes passing the pty unaltered."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+import pytest
+
+from hil.link import PtyLink
+from hil.module import MinimalModule
+from hil.rig import Rig
+from soxcommon import frame
+
+
+@pytest.fixture
+def rig_and_port():
+    link = PtyLink()
+    rig = Rig(link, MinimalModule(4, seed=3), period_ms=1000)
+    rig.start()
+    port = os.open(link.slave_path, os.O_RDWR | os.O_NOCTTY)
+    yield rig, port
+    os.close(port)
+    rig.stop()
+    link.close()
+
+
+def read_some(fd: int) -> bytes:
+    ready, _, _ = select.select([fd], [], [], 1.0)
+    return os.read(fd, 4096) if ready else b""
+
+
+def request(port: int, seq: int, corrupt: bool = False) -> bytes:
+    tx = frame.Codec(0)
+    n = tx.encode(frame.T_SAMPLE_REQ, seq, 0)
+    data = bytearray(tx.buf[:n])
+    if corrupt:
+        data[5] ^= 0x01
+    os.write(port, bytes(data))
+    rx = frame.Codec(frame.sample_payload_bytes(4))
+    deadline = time.monotonic() + 5
+    raw = bytearray()
+    while time.monotonic() < deadline:
+        chunk = read_some(port)
+        raw += chunk
+        for i, byte in enumerate(chunk):
+            if rx.feed(byte):
+                assert i == len(chunk) - 1, "one reply per request"
+                return bytes(raw)
+    raise TimeoutError("no reply from the rig")
+
+
+def test_lockstep_time_and_cached_repeats(rig_and_port) -> None:
+    rig, port = rig_and_port
+    first = request(port, 1)
+    again = request(port, 1)  # the board lost the reply and asks again
+    second = request(port, 2)
+    assert again == first
+    assert frame.get_u32(first, frame.HEADER_BYTES) == 1000
+    assert frame.get_u32(second, frame.HEADER_BYTES) == 2000  # time moved once per new request
+    assert (rig.counters.samples, rig.counters.repeats) == (2, 1)
+
+
+def test_corrupt_request_gets_a_nack(rig_and_port) -> None:
+    rig, port = rig_and_port
+    reply = request(port, 7, corrupt=True)
+    assert reply[4] == frame.T_NACK
+    assert rig.crc_errors == 1 and rig.counters.nacks_sent == 1 and rig.counters.samples == 0
+
+
+def test_raw_pty_carries_every_byte_value() -> None:
+    """0x00, 0x0a, 0x0d, 0x11, 0x13, 0x7f, 0xff would be rewritten or eaten by a cooked tty."""
+    link_side = PtyLink()
+    try:
+        other = os.open(link_side.slave_path, os.O_RDWR | os.O_NOCTTY)
+        payload = bytes(range(256)) * 4
+        link_side.write(payload)
+        got = bytearray()
+        deadline = time.monotonic() + 5
+        while len(got) < len(payload) and time.monotonic() < deadline:
+            got += read_some(other)
+        os.close(other)
+    finally:
+        link_side.close()
+    assert bytes(got) == payload
