@@ -212,4 +212,6 @@ class Node:
         print("SOXBMS_SUMMARY " + json.dumps({
             "device": self.device, "boot": self.boot, "samples": self.seq, "resent": self.resends,
             "dropped": self.queue.dropped, "hal_errors": self.hal_errors, "queue_head": self.queue.head,
+            "link_timeouts": self.hal.link.timeouts, "link_nacks": self.hal.link.nacks,
+            "link_crc_errors": self.hal.link.crc_errors,
             "heap_live_peak_bytes": self.heap_live_peak, "heap_free_bytes": gc.mem_free()}))

@@ -93,7 +93,7 @@ def _i16(buf, off):
     return v
 
 
-class BoardHal(frame_link.LinkCounters):
+class BoardHal:
     def __init__(self, i2c: "I2C", uart: "UART", n_cells, thermistors="TS1,TS3", vc_inputs=None,
                  bq_addr=BQ76952_ADDR, current_unit_uA=1000, timeout_ms=200, retries=5, poller=None):
         if not 0 < n_cells <= MAX_BQ_CELLS:
@@ -136,7 +136,7 @@ class BoardHal(frame_link.LinkCounters):
 
         if poller is None:
             poller = frame_link.poll_in(uart)
-        self._link = frame_link.FrameLink(uart, poller, frame.sample_payload_bytes(n_cells), timeout_ms, retries)
+        self.link = frame_link.FrameLink(uart, poller, frame.sample_payload_bytes(n_cells), timeout_ms, retries)
 
     def read(self, sample):
         """Fill `sample`; raises OSError (I2C) or LinkError (front-end). On an error the sample is
@@ -144,7 +144,7 @@ class BoardHal(frame_link.LinkCounters):
         t_ms = ticks_ms()
         self._i2c.readfrom_mem_into(self._addr, CMD_CELL1_VOLTAGE, self._vbuf)
         self._i2c.readfrom_mem_into(self._addr, self._t_cmd, self._tbuf)
-        link = self._link
+        link = self.link
         link.request(frame.T_SAMPLE_REQ, frame.T_SAMPLE)
         fb = link.rx.buf
         off = frame.HEADER_BYTES

@@ -73,38 +73,3 @@ class FrameLink:
                         return False
                     if rx.type == reply_type and rx.seq == self._seq:
                         return True
-
-
-class LinkCounters:
-    """For a HAL talking through a FrameLink at self._link: its settings and counters as the
-    HAL's own attributes (timeout_ms, retries, timeouts, nacks, crc_errors)."""
-
-    _link: "FrameLink"
-
-    @property
-    def timeout_ms(self):
-        return self._link.timeout_ms
-
-    @timeout_ms.setter
-    def timeout_ms(self, value):
-        self._link.timeout_ms = value
-
-    @property
-    def retries(self):
-        return self._link.retries
-
-    @retries.setter
-    def retries(self, value):
-        self._link.retries = value
-
-    @property
-    def timeouts(self):
-        return self._link.timeouts
-
-    @property
-    def nacks(self):
-        return self._link.nacks
-
-    @property
-    def crc_errors(self):
-        return self._link.crc_errors

@@ -9,20 +9,20 @@ from soxcommon import frame
 LinkError = frame_link.LinkError
 
 
-class HilHal(frame_link.LinkCounters):
+class HilHal:
     def __init__(self, port_path, n_cells, timeout_ms=500, retries=5):
         self.n_cells = n_cells
         self._port = open(port_path, "r+b")
-        self._link = frame_link.FrameLink(self._port, frame_link.poll_in(self._port),
+        self.link = frame_link.FrameLink(self._port, frame_link.poll_in(self._port),
                                           frame.sample_payload_bytes(n_cells), timeout_ms, retries)
 
     def read(self, sample):
         """Fill `sample` with the next sample; raises LinkError when the rig stays silent."""
-        self._link.request(frame.T_SAMPLE_REQ, frame.T_SAMPLE)
+        self.link.request(frame.T_SAMPLE_REQ, frame.T_SAMPLE)
         self._decode(sample)
 
     def _decode(self, sample):
-        buf = self._link.rx.buf
+        buf = self.link.rx.buf
         off = frame.HEADER_BYTES
         sample.t_ms = frame.get_u32(buf, off)
         cells = buf[off + 4]

@@ -130,10 +130,10 @@ def test_corrupt_reply_and_nack_are_retried_with_the_same_request() -> None:
 bus, fe, hal, s = rig(4)
 fe.corrupt = 1
 hal.read(s)
-a = [hal.crc_errors, hal.timeouts, hal.nacks, fe.requests, fe.repeats, s.cell(3, 5)]
+a = [hal.link.crc_errors, hal.link.timeouts, hal.link.nacks, fe.requests, fe.repeats, s.cell(3, 5)]
 fe.nacks = 1
 hal.read(s)
-b = [hal.crc_errors, hal.timeouts, hal.nacks, fe.requests, fe.repeats, s.cell(3, 5)]
+b = [hal.link.crc_errors, hal.link.timeouts, hal.link.nacks, fe.requests, fe.repeats, s.cell(3, 5)]
 out(a=a, b=b)
 """)
     assert r["a"] == [1, 1, 0, 2, 1, 1550003]  # CRC error -> timeout -> same request again
@@ -144,14 +144,14 @@ def test_link_error_after_silence_and_errors_leave_the_sample_alone() -> None:
     r = mpy("""
 bus, fe, hal, s = rig(2, retries=3)
 s.current_mA = 42
-res = {"settings": [hal.timeout_ms, hal.retries]}
+res = {"settings": [hal.link.timeout_ms, hal.link.retries]}
 fe.silent = True
 t0 = time.ticks_ms()
 try:
     hal.read(s)
     res["silent"] = None
 except LinkError as e:
-    res["silent"] = [isinstance(e, OSError), hal.timeouts, fe.requests, fe.repeats]
+    res["silent"] = [isinstance(e, OSError), hal.link.timeouts, fe.requests, fe.repeats]
 res["waited"] = time.ticks_diff(time.ticks_ms(), t0)
 fe.silent = False
 fe.reported_cells = 3
@@ -211,7 +211,7 @@ try:
 except MemoryError:
     res["control"] = "MemoryError"
 micropython.heap_unlock()
-res["state"] = [s.current_mA, hal.crc_errors, hal.timeouts, fe.requests]
+res["state"] = [s.current_mA, hal.link.crc_errors, hal.link.timeouts, fe.requests]
 out(**res)
 """)
     assert r["control"] == "MemoryError"
