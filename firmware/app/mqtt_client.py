@@ -162,6 +162,10 @@ class MqttClient:
         self.session_present = sp
         self.connected = True
         self._last_rx = ticks_ms()
+        if self.clean_session:
+            # 3.1.2.4: a clean session discards the old one, unacknowledged PUBLISHes included
+            # (the board's end-to-end resend covers them).
+            self._inflight = []
         try:
             if self._subs:
                 self._send_subscribe(self._subs)

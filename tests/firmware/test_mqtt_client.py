@@ -375,7 +375,7 @@ def retransmit_scenario(fb: FakeBroker) -> None:
 RETRANSMIT_SCRIPT = (
     PRELUDE
     + """
-c = MqttClient("bms-fake", HOST, PORT, keepalive_s=1)
+c = MqttClient("bms-fake", HOST, PORT, keepalive_s=1, clean_session=False)
 acked = []
 c.on_puback = acked.append
 c.subscribe("bms/fake/cmd", 1)  # before connect: sent by connect()
@@ -414,7 +414,7 @@ def test_retransmit_resubscribe_and_keepalive_timeout(runner):
     assert 1300 <= int(out[3].split()[1]) <= 6000, "dead link must be declared after ~1.5 x keepalive"
 
     c = rec["connect"]
-    assert (c.client_id, c.variable_header.keep_alive, c.clean_session_flag) == ("bms-fake", 1, True)
+    assert (c.client_id, c.variable_header.keep_alive, c.clean_session_flag) == ("bms-fake", 1, False)
     assert not (c.will_flag or c.username_flag or c.password_flag)
     assert rec["sub1"][1] == rec["sub2"][1] == [("bms/fake/cmd", 1)]
     assert rec["sub2"][0] not in pids[1:], "SUBSCRIBE reused an in-flight packet id"

@@ -25,7 +25,9 @@ def client(port: int, user: str, password: str, inbox: queue.Queue | None = None
     c.connect("127.0.0.1", port)
     c.loop_start()
     reason = connected.get(timeout=10)
-    assert not reason.is_failure, f"{user} refused: {reason}"
+    if reason.is_failure:
+        c.loop_stop()  # no thread left retrying after the test
+        raise AssertionError(f"{user} refused: {reason}")
     return c
 
 

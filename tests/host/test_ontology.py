@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -50,8 +51,13 @@ def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Refuses, and records, every attempt to reach the network (DNS, sockets, urllib)."""
     attempts: list[Any] = []
 
+    test_thread = threading.get_ident()
+
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(args)
+        # Only this test's thread counts: a background thread left by another test (a client
+        # reconnecting to its own loopback broker) is not rdflib reaching for the network.
+        if threading.get_ident() == test_thread:
+            attempts.append(args)
         raise OSError("network access attempted during an offline test")
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
