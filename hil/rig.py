@@ -2,12 +2,19 @@
 
 Lockstep: simulated time advances by one sample period only on a request with a new sequence
 number; a repeated request (the board re-asks after a corrupt or lost reply) gets the cached
-reply byte for byte. A corrupt request is counted and answered with a NACK."""
+reply byte for byte. A corrupt request is counted and answered with a NACK.
+
+A bit-error rate can be injected on the line in both directions. The rig keeps a side channel of
+what it really sent and received, so corruption that got past the CRC can be counted: inbound here
+(a request accepted although bits of it were flipped), outbound by comparing what the board
+decoded with `sent_replies`."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+
+import numpy as np
 
 from hil.link import Link
 from hil.module import MinimalModule
@@ -20,11 +27,30 @@ class RigCounters:
     repeats: int = 0
     nacks_sent: int = 0
     unknown_frames: int = 0
+    frames_sent: int = 0
+    corrupt_frames_injected: int = 0  # frames with at least one flipped bit, both directions
+    corrupt_requests_undetected: int = 0  # inbound frames accepted although corrupted
+
+
+def flip_bits(data: bytes, ber: float, rng: np.random.Generator) -> tuple[bytes, int]:
+    """`data` with each bit flipped independently with probability `ber`; and how many were."""
+    flips = int(rng.binomial(len(data) * 8, ber)) if ber > 0 else 0
+    if flips == 0:
+        return data, 0
+    out = bytearray(data)
+    for bit in rng.choice(len(data) * 8, size=flips, replace=False):
+        out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out), flips
 
 
 class Rig:
-    def __init__(self, link: Link, module: MinimalModule, period_ms: int) -> None:
+    def __init__(self, link: Link, module: MinimalModule, period_ms: int, ber: float = 0.0, seed: int = 0) -> None:
         self.link = link
+        self.ber = ber
+        self._rng = np.random.default_rng(seed)
+        self.sent_replies: dict[int, bytes] = {}  # with a BER: sample time (ms) -> the reply as intended
+        self._rx_bytes = 0  # bytes received so far, to place flipped bytes in frames
+        self._rx_flipped_at: list[int] = []  # indices of received bytes the line changed
         self.module = module
         self.period_ms = period_ms
         self.sim_ms = 0
@@ -47,15 +73,32 @@ class Rig:
         n = frame.encode_sample(self._tx, seq, self.sim_ms, current_mA, rows)
         return bytes(self._tx.buf[:n])
 
+    def _send(self, data: bytes) -> None:
+        sent, flips = flip_bits(data, self.ber, self._rng)
+        self.counters.frames_sent += 1
+        self.counters.corrupt_frames_injected += flips > 0
+        self.link.write(sent)
+
     def handle(self, data: bytes) -> None:
-        for byte in data:
+        received, flips = flip_bits(data, self.ber, self._rng)
+        if flips:
+            self.counters.corrupt_frames_injected += 1
+            self._rx_flipped_at.extend(self._rx_bytes + i for i, (a, b) in enumerate(zip(data, received, strict=True))
+                                       if a != b)
+        for byte in received:
+            self._rx_bytes += 1
             errors = self.crc_errors
             if self._rx.feed(byte):
+                # Side channel: was a byte of the frame just accepted changed on the line?
+                first = self._rx_bytes - self._rx.length - frame.OVERHEAD_BYTES  # the frame: [first, _rx_bytes)
+                self.counters.corrupt_requests_undetected += any(
+                    first <= i < self._rx_bytes for i in self._rx_flipped_at)
+                self._rx_flipped_at = [i for i in self._rx_flipped_at if i >= self._rx_bytes]
                 self._on_frame()
             elif self.crc_errors != errors:
                 self.counters.nacks_sent += 1
                 n = self._tx.encode(frame.T_NACK, 0, 0)
-                self.link.write(bytes(self._tx.buf[:n]))
+                self._send(bytes(self._tx.buf[:n]))
 
     def _on_frame(self) -> None:
         if self._rx.type != frame.T_SAMPLE_REQ:
@@ -67,8 +110,10 @@ class Rig:
         else:
             self._cached = self._sample_reply(seq)
             self._cached_seq = seq
+            if self.ber > 0:
+                self.sent_replies[self.sim_ms] = self._cached
             self.counters.samples += 1
-        self.link.write(self._cached)
+        self._send(self._cached)
 
     def serve(self) -> None:
         while not self._stop.is_set():
