@@ -1,8 +1,9 @@
 """The rig side of the framed serial protocol: answers the board's sample requests.
 
 Lockstep: simulated time advances by one sample period only on a request with a new sequence
-number; a repeated request (the board re-asks after a corrupt or lost reply) gets the cached
-reply byte for byte. A corrupt request is counted and answered with a NACK.
+number (real-time mode: it follows the wall clock instead); a repeated request (the board re-asks
+after a corrupt or lost reply) gets the cached reply byte for byte. A corrupt request is counted
+and answered with a NACK.
 
 A bit-error rate can be injected on the line in both directions. The rig keeps a side channel of
 what it really sent and received, so corruption that got past the CRC can be counted: inbound here
@@ -12,6 +13,7 @@ decoded with `sent_replies`."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +46,8 @@ def flip_bits(data: bytes, ber: float, rng: np.random.Generator) -> tuple[bytes,
 
 
 class Rig:
-    def __init__(self, link: Link, module: MinimalModule, period_ms: int, ber: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, link: Link, module: MinimalModule, period_ms: int, ber: float = 0.0, seed: int = 0,
+                 realtime: bool = False) -> None:
         self.link = link
         self.ber = ber
         self._rng = np.random.default_rng(seed)
@@ -53,6 +56,8 @@ class Rig:
         self._rx_flipped_at: list[int] = []  # indices of received bytes the line changed
         self.module = module
         self.period_ms = period_ms
+        self.realtime = realtime
+        self._wall_start_s: float | None = None
         self.sim_ms = 0
         self.counters = RigCounters()
         self._rx = frame.Codec(max_payload=64)
@@ -66,9 +71,22 @@ class Rig:
     def crc_errors(self) -> int:
         return self._rx.crc_errors + self._rx.length_errors
 
+    def _advance(self) -> None:
+        """Lockstep: one sample period per new request. Real time: to the wall clock (from the
+        first request), whatever the board's pace."""
+        if not self.realtime:
+            step_ms = self.period_ms
+        else:
+            now_s = time.monotonic()
+            if self._wall_start_s is None:
+                self._wall_start_s = now_s
+            step_ms = round((now_s - self._wall_start_s) * 1000) - self.sim_ms
+        if step_ms > 0:
+            self.module.step(step_ms / 1000.0)
+            self.sim_ms += step_ms
+
     def _sample_reply(self, seq: int) -> bytes:
-        self.module.step(self.period_ms / 1000.0)
-        self.sim_ms += self.period_ms
+        self._advance()
         current_mA, rows = self.module.reading()
         n = frame.encode_sample(self._tx, seq, self.sim_ms, current_mA, rows)
         return bytes(self._tx.buf[:n])

@@ -126,3 +126,22 @@ print("LINK", hal.link.crc_errors, hal.link.nacks, hal.link.timeouts)
     assert rig.counters.corrupt_frames_injected > 30, rig.counters
     assert sum(link_stats) > 0, "the board saw and recovered from corrupt replies"
     assert undetected == 0 and rig.counters.corrupt_requests_undetected == 0
+
+
+def test_realtime_mode_follows_the_wall_clock() -> None:
+    link = PtyLink()
+    rig = Rig(link, MinimalModule(4, seed=3), period_ms=1000, realtime=True)
+    rig.start()
+    port = os.open(link.slave_path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        first = frame.get_u32(request(port, 1), frame.HEADER_BYTES)
+        wall_start = time.monotonic()
+        time.sleep(0.3)  # elapsed time to measure, not synchronisation
+        second = frame.get_u32(request(port, 2), frame.HEADER_BYTES)
+        wall_ms = (time.monotonic() - wall_start) * 1000
+    finally:
+        os.close(port)
+        rig.stop()
+        link.close()
+    assert first < 100  # the clock starts at the first request
+    assert 250 <= second - first <= wall_ms + 50  # not one 1000 ms lockstep period
