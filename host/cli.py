@@ -152,6 +152,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cell(args: argparse.Namespace) -> int:
+    from hil import cellfit
+
+    return cellfit.main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="soxbms", description="soxbms fleet host, HIL rig and benchmarks")
     # The shared options are accepted before and after the command name.
@@ -196,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("add", "list", "remove"))
     s.add_argument("device", nargs="?")
     s.set_defaults(func=cmd_device)
+
+    s = sub.add_parser("cell", help="cell parameter files: `soxbms cell fit C20 PULSE --name N --out F`")
+    s.add_argument("action", choices=("fit",))
+    s.add_argument("args", nargs=argparse.REMAINDER, help="see `soxbms cell fit --help`")
+    s.set_defaults(func=cmd_cell)
 
     s = sub.add_parser("bench", parents=[common], help="benchmarks: measured figures as JSON")
     s.add_argument("name", choices=("link",))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil import profiles
+from hil import cycler, profiles
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "panasonic-18650pf"
 
@@ -81,11 +81,8 @@ def test_us06_file_matches_the_recording() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{DATA} is missing under CI")
         pytest.skip(f"the Panasonic recordings are not here ({DATA})")
-    import scipy.io
-
-    meas = scipy.io.loadmat(DATA / "us06_25degC.mat", mat_dtype=True, squeeze_me=True,
-                            struct_as_record=False)["meas"]
-    derived = profiles.derive_us06(np.asarray(meas.Time, float), np.asarray(meas.Current, float), 2.9)
+    log = cycler.read_log(DATA / "us06_25degC.mat")
+    derived = profiles.derive_us06(log.time_s, log.current_A, 2.9)
     assert np.allclose(profiles.us06(), derived, atol=1e-5), "regenerate with hil.profiles.derive_us06"
 
 
