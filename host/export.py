@@ -139,6 +139,8 @@ def write_jsonld(device: str, rows: Iterable[tuple[Any, ...]], out: TextIO) -> i
             for _, column, _, _, _, _ in wire.CELL_QUANTITIES:
                 graph.add({"@id": f"{cell_iri}:sensor:{column}", "@type": "sosa:Sensor"})
         for value, (_, column, curie, unit, _, _) in zip(cell_values, wire.CELL_QUANTITIES, strict=True):
+            if value is None:
+                continue  # absent reading: no observation, rather than a made-up value
             graph.add(_observation(f"{sample}:cell:{cell}:{column}", cell_iri, f"{cell_iri}:sensor:{column}",
                                    curie, unit, value, when))
         n += 1

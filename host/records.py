@@ -16,7 +16,7 @@ class DataRecord(NamedTuple):
     t_ms: int
     time_relative: int
     current_mA: int
-    cells: tuple[tuple[int, ...], ...]  # per cell, in wire.CELL_QUANTITIES order
+    cells: tuple[tuple[int | None, ...], ...]  # per cell, in wire.CELL_QUANTITIES order; None: absent
     received_at: float
 
 

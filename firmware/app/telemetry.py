@@ -3,6 +3,7 @@
 import json
 
 from soxcommon import wire
+from soxcommon.frame import ABSENT
 
 FIRMWARE_VERSION = "0.1.0"
 
@@ -41,5 +42,9 @@ def data(queue, low_seq):
     }
     n = queue.n_cells
     for k in range(len(_CELL_ALIASES)):
-        msg[_CELL_ALIASES[k]] = [queue.record_cell(c, k) for c in range(n)]
+        column = [queue.record_cell(c, k) for c in range(n)]
+        for c in range(n):
+            if column[c] == ABSENT:
+                column[c] = None
+        msg[_CELL_ALIASES[k]] = column
     return json.dumps(msg)

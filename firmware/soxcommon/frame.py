@@ -34,7 +34,9 @@ T_SAMPLE = const(0x81)
 T_NACK = const(0x7F)  # front-end got a corrupt frame: the board repeats its request
 
 # Sample reply payload: t_ms u32, cells u8, flags u8, current_mA i32, then per cell
-# CELL_FIELDS i32 in wire.CELL_QUANTITIES order.
+# CELL_FIELDS i32 in wire.CELL_QUANTITIES order. ABSENT marks a reading the sensor did not deliver:
+# -2**30, below every wire range and still a small integer on a 32-bit board.
+ABSENT = const(-0x40000000)
 SAMPLE_HEAD_BYTES = const(10)
 CELL_FIELDS = const(6)
 
@@ -151,7 +153,8 @@ class Codec:
 
 def encode_sample(codec, seq, t_ms, current_mA, rows):
     """A sample reply into `codec` (sized by sample_payload_bytes(len(rows))): sample time, pack
-    current and per cell CELL_FIELDS values. Returns the frame length (the frame is codec.buf)."""
+    current and per cell CELL_FIELDS values (None: absent). Returns the frame length (the frame is
+    codec.buf)."""
     buf = codec.buf
     off = HEADER_BYTES
     put_u32(buf, off, t_ms)
@@ -161,6 +164,7 @@ def encode_sample(codec, seq, t_ms, current_mA, rows):
     off += SAMPLE_HEAD_BYTES
     for row in rows:
         for k in range(CELL_FIELDS):
-            put_i32(buf, off, row[k])
+            value = row[k]
+            put_i32(buf, off, ABSENT if value is None else value)
             off += 4
     return codec.encode(T_SAMPLE, seq, off - HEADER_BYTES)

@@ -7,6 +7,9 @@
 # Sign convention (as the cycler data of ../shared/data): current > 0 charges the pack,
 # current < 0 discharges it.
 #
+# A per-cell reading the sensor did not deliver (a dropout, a channel the board lacks) is JSON null
+# here and frame.ABSENT on the serial line: absent, never a made-up 0.
+#
 # Time: "t" is whole seconds, "tm" the milliseconds 0..999. When the board is synced ("tr": 0),
 # "t" counts from the MicroPython epoch 2000-01-01T00:00:00Z (fits 2**30 until 2034); before the
 # host's time sync ("tr": 1) it counts from the board's own start (board-relative).
@@ -77,6 +80,7 @@ def alias_table():
 
 
 _INT_ONLY = {int}
+_INT_OR_ABSENT = {int, type(None)}  # a cell reading the sensor did not deliver is null, never 0
 
 
 def _is_int(value):
@@ -123,7 +127,14 @@ def check_data(msg):
         elif len(values) != cells:
             return "field " + alias + " has " + str(len(values)) + " cells, expected " + str(cells)
         # Whole-list checks run in C on the host (3x a per-value loop there).
-        if set(map(type, values)) != _INT_ONLY or min(values) < lo or max(values) > hi:
+        types = set(map(type, values))
+        if types != _INT_ONLY:
+            if not types <= _INT_OR_ABSENT:
+                return "field " + alias + " has a value out of range or not an integer"
+            values = [v for v in values if v is not None]
+            if not values:
+                continue
+        if min(values) < lo or max(values) > hi:
             return "field " + alias + " has a value out of range or not an integer"
     if len(msg) != _DATA_KEYS:
         for key in msg:

@@ -43,7 +43,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE cell_sample (
             sample_id {bigint} NOT NULL REFERENCES sample (id) ON DELETE CASCADE,
             cell INTEGER NOT NULL,
-            """ + ",\n            ".join(f"{c} INTEGER NOT NULL" for c in CELL_COLUMNS) + """,
+            """ + ",\n            ".join(f"{c} INTEGER" for c in CELL_COLUMNS) + """,  -- NULL: absent reading
             PRIMARY KEY (sample_id, cell)
         ){without_rowid}""",
         """CREATE TABLE watermark (

@@ -209,7 +209,7 @@ def deep(depth: int) -> str:
 BAD_VALUES = (
     "12", "", True, False, None, 1.5, 0.0, -0.0, float("nan"), float("inf"), float("-inf"), 2**64, -(2**64),
     2**30, -(2**30), 2**63, 10**300, "NaN", "Infinity", "-Infinity", [[1]], [[[[[[2]]]]]], {"x": 1}, {},
-    "x" * 9000, [1, [2, [3]]], [None], "\u00e9\U0001f600\x00",
+    "x" * 9000, [1, [2, [3]]], [[None]], "\u00e9\U0001f600\x00",
 )
 
 
@@ -243,7 +243,10 @@ def mutate(rng: random.Random, msg: dict, kind: str) -> dict:
             m["lo"], m["s"] = m["s"] + 1, m["s"]
     elif r < 0.5 and kind == "data" and isinstance(m.get(key), list):
         values = list(m[key])
-        values[rng.randrange(len(values))] = bad_value(rng)
+        value = bad_value(rng)
+        while value is None:  # null is a valid cell reading: absent
+            value = bad_value(rng)
+        values[rng.randrange(len(values))] = value
         m[key] = values
     elif kind == "birth" and key == "al":
         table = {k: list(v) for k, v in m["al"].items()}

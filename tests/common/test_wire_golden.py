@@ -135,6 +135,9 @@ emit("check_data", [[name, wire.check_data(msg)] for name, msg in (
     ("valid", good),
     ("valid_edges", edge),
     ("valid_32_cells", data_msg(32)),
+    ("valid_absent_cell", with_(good, "p", [None, 101325])),
+    ("valid_absent_column", with_(good, "w", [None, None])),
+    ("absent_and_out_of_range", with_(good, "T", [None, 2001])),
     ("not_object", [good]),
     ("missing_field", without(good, "t")),
     ("missing_cells", without(good, "f")),
@@ -349,8 +352,9 @@ def test_golden_entries_match_hand_written_expectations(golden: dict) -> None:
     assert [k for k, ok in ids.items() if ok] == ["plain", "underscore", "one_char", "max_len"]
 
     data = dict(golden["check_data"])
-    for name in ("valid", "valid_edges", "valid_32_cells"):
+    for name in ("valid", "valid_edges", "valid_32_cells", "valid_absent_cell", "valid_absent_column"):
         assert data[name] is None, name
+    assert data["absent_and_out_of_range"] == "field T has a value out of range or not an integer"
     assert data["not_object"] == "data message is not an object"
     assert data["missing_field"] == "field t missing or not an integer"
     assert data["missing_cells"] == "field f missing or not a list of 1..32 cells"

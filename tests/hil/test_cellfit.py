@@ -14,6 +14,7 @@ import pytest
 
 from hil import cellfit
 from hil.cycler import read_log
+from hil.physics import params
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "panasonic-18650pf"
@@ -139,7 +140,6 @@ def test_committed_parameter_file_is_current(cell: cellfit.CellFit) -> None:
 
 
 def test_simulator_loader_accepts_the_file(cell: cellfit.CellFit) -> None:
-    params = pytest.importorskip("hil.physics.params", reason="the ECM simulator's loader is not in this checkout")
     assert params.from_dict(json.loads(json.dumps(cell.params))).nominal_capacity_Ah == pytest.approx(2.9974, abs=1e-4)
 
 
