@@ -129,6 +129,8 @@ def write_jsonld(device: str, rows: Iterable[tuple[Any, ...]], out: TextIO) -> i
         if (boot, seq) != last_sample:
             last_sample = (boot, seq)
             for value, (_, column, curie, unit, _, _) in zip(pack_values, wire.PACK_QUANTITIES, strict=True):
+                if value is None:
+                    continue  # absent reading
                 graph.add(_observation(f"{sample}:{column}", pack, f"{pack}:sensor:{column}", curie, unit,
                                        value, when))
         cell_iri = f"{pack}:cell:{cell}"

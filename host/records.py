@@ -15,7 +15,7 @@ class DataRecord(NamedTuple):
     t_s: int
     t_ms: int
     time_relative: int
-    current_mA: int
+    current_mA: int | None
     cells: tuple[tuple[int | None, ...], ...]  # per cell, in wire.CELL_QUANTITIES order; None: absent
     received_at: float
 

@@ -27,6 +27,10 @@ def death(bd_seq):
     return json.dumps({"bd": bd_seq})
 
 
+def _present(value):
+    return None if value == ABSENT else value
+
+
 def data(queue, low_seq):
     """Data message of the record loaded in `queue` (RingQueue.read)."""
     t_s, t_ms, relative = queue.record_time()
@@ -38,13 +42,9 @@ def data(queue, low_seq):
         "t": t_s,
         "tm": t_ms,
         "tr": relative,
-        "i": queue.record_current(),
+        "i": _present(queue.record_current()),
     }
     n = queue.n_cells
     for k in range(len(_CELL_ALIASES)):
-        column = [queue.record_cell(c, k) for c in range(n)]
-        for c in range(n):
-            if column[c] == ABSENT:
-                column[c] = None
-        msg[_CELL_ALIASES[k]] = column
+        msg[_CELL_ALIASES[k]] = [_present(queue.record_cell(c, k)) for c in range(n)]
     return json.dumps(msg)

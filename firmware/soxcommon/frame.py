@@ -153,14 +153,14 @@ class Codec:
 
 def encode_sample(codec, seq, t_ms, current_mA, rows):
     """A sample reply into `codec` (sized by sample_payload_bytes(len(rows))): sample time, pack
-    current and per cell CELL_FIELDS values (None: absent). Returns the frame length (the frame is
+    current and per cell CELL_FIELDS values (None: absent, for the current too). Returns the frame length (the frame is
     codec.buf)."""
     buf = codec.buf
     off = HEADER_BYTES
     put_u32(buf, off, t_ms)
     buf[off + 4] = len(rows)
     buf[off + 5] = 0
-    put_i32(buf, off + 6, current_mA)
+    put_i32(buf, off + 6, ABSENT if current_mA is None else current_mA)
     off += SAMPLE_HEAD_BYTES
     for row in rows:
         for k in range(CELL_FIELDS):

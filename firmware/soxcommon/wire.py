@@ -7,8 +7,9 @@
 # Sign convention (as the cycler data of ../shared/data): current > 0 charges the pack,
 # current < 0 discharges it.
 #
-# A per-cell reading the sensor did not deliver (a dropout, a channel the board lacks) is JSON null
-# here and frame.ABSENT on the serial line: absent, never a made-up 0.
+# A reading the sensor did not deliver (a dropout, a channel the board lacks) is JSON null here and
+# frame.ABSENT on the serial line: absent, never a made-up 0. A pack quantity may be null too, but
+# its key must be there.
 #
 # Time: "t" is whole seconds, "tm" the milliseconds 0..999. When the board is synced ("tr": 0),
 # "t" counts from the MicroPython epoch 2000-01-01T00:00:00Z (fits 2**30 until 2034); before the
@@ -114,8 +115,10 @@ def check_data(msg):
     if msg["lo"] > msg["s"]:
         return "field lo is above s"
     for key, lo, hi in _PACK_RANGES:
-        value = msg.get(key)
-        if type(value) is not int or value < lo or value > hi:
+        if key not in msg:
+            return _check_int(msg, key, lo, hi)
+        value = msg[key]
+        if value is not None and (type(value) is not int or value < lo or value > hi):
             return _check_int(msg, key, lo, hi)
     cells = -1
     for alias, lo, hi in _CELL_RANGES:

@@ -34,7 +34,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             t_s INTEGER NOT NULL,
             t_ms INTEGER NOT NULL,
             time_relative INTEGER NOT NULL,
-            current_mA INTEGER NOT NULL,
+            current_mA INTEGER,  -- NULL: absent reading
             received_at DOUBLE PRECISION NOT NULL,
             committed_at DOUBLE PRECISION NOT NULL,
             UNIQUE (device, boot, seq)

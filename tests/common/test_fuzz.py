@@ -269,7 +269,10 @@ def mutate(rng: random.Random, msg: dict, kind: str) -> dict:
     elif kind == "birth" and key == "pv":
         m["pv"] = rng.choice([0, 2, "1", 1.0, 1.5, True, None, [1], 2**64])
     else:
-        m[key] = bad_value(rng)
+        value = bad_value(rng)
+        while value is None and kind == "data" and key == "i":  # null is a valid current: absent
+            value = bad_value(rng)
+        m[key] = value
     return m
 
 

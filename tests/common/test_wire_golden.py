@@ -138,6 +138,8 @@ emit("check_data", [[name, wire.check_data(msg)] for name, msg in (
     ("valid_absent_cell", with_(good, "p", [None, 101325])),
     ("valid_absent_column", with_(good, "w", [None, None])),
     ("absent_and_out_of_range", with_(good, "T", [None, 2001])),
+    ("valid_absent_current", with_(good, "i", None)),
+    ("missing_pack", without(good, "i")),
     ("not_object", [good]),
     ("missing_field", without(good, "t")),
     ("missing_cells", without(good, "f")),
@@ -352,8 +354,10 @@ def test_golden_entries_match_hand_written_expectations(golden: dict) -> None:
     assert [k for k, ok in ids.items() if ok] == ["plain", "underscore", "one_char", "max_len"]
 
     data = dict(golden["check_data"])
-    for name in ("valid", "valid_edges", "valid_32_cells", "valid_absent_cell", "valid_absent_column"):
+    for name in ("valid", "valid_edges", "valid_32_cells", "valid_absent_cell", "valid_absent_column",
+                 "valid_absent_current"):
         assert data[name] is None, name
+    assert data["missing_pack"] == "field i missing or not an integer"
     assert data["absent_and_out_of_range"] == "field T has a value out of range or not an integer"
     assert data["not_object"] == "data message is not an object"
     assert data["missing_field"] == "field t missing or not an integer"
