@@ -20,7 +20,7 @@ from typing import Any
 from hil.link import PtyLink
 from hil.module import MinimalModule
 from hil.netproxy import BlackholeProxy
-from hil.rig import Rig
+from hil.rig import Rig, RigModule
 from hil.supervisor import Supervisor
 from host.broker import Broker, make_broker
 from host.devices import add_device, host_credentials, write_broker_auth
@@ -153,6 +153,8 @@ class Fleet:
     n_hosts: int = 1  # more than one: they share the fleet through a $share group
     supervise: bool = False  # restart hung or crashed boards (the unix port's watchdog)
     proxy: bool = False  # boards reach the broker through a BlackholeProxy
+    module_factory: Callable[[int], RigModule] | None = None  # board index -> its module (default: the toy)
+    realtime: bool = False  # the rigs follow the wall clock instead of lockstep
     host_extra: list[str] = field(default_factory=list)
     board_extra: dict[str, Any] = field(default_factory=dict)
     broker: Broker | None = None
@@ -201,7 +203,10 @@ class Fleet:
             self.release()
         for device in self.device_ids():
             link = PtyLink()
-            rig = Rig(link, MinimalModule(self.cells, seed=len(self.rigs) + 1), self.period_ms)
+            board_index = len(self.rigs)
+            module = (self.module_factory(board_index) if self.module_factory is not None
+                      else MinimalModule(self.cells, seed=board_index + 1))
+            rig = Rig(link, module, self.period_ms, realtime=self.realtime)
             rig.start()
             self.rigs.append(rig)
             port = self.net.port if self.net is not None else self.broker.port
@@ -210,7 +215,7 @@ class Fleet:
                 broker_cfg.update(user=device, password=passwords[device])
             config = {
                 "device_id": device, "cells": self.cells, "sample_period_ms": self.period_ms,
-                "hal": "hil", "lockstep": True, "pace_ms": self.pace_ms, "max_samples": self.samples,
+                "hal": "hil", "lockstep": not self.realtime, "pace_ms": self.pace_ms, "max_samples": self.samples,
                 "hil": {"port": link.slave_path}, "broker": broker_cfg,
                 "data_dir": str(self.state_dir / device / "data"), "queue_capacity": self.queue_capacity,
                 "heartbeat_path": str(self.state_dir / device / "heartbeat"),

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from hil.link import Link
-from hil.module import MinimalModule
 from soxcommon import frame
+
+
+class RigModule(Protocol):
+    """What the rig answers from: the toy module (hil.module) or the simulated one (hil.simulated)."""
+
+    n_cells: int
+
+    def step(self, dt_s: float) -> None: ...
+    def reading(self) -> tuple[int | None, Sequence[Sequence[int | None]]]: ...
 
 
 @dataclass
@@ -46,7 +56,7 @@ def flip_bits(data: bytes, ber: float, rng: np.random.Generator) -> tuple[bytes,
 
 
 class Rig:
-    def __init__(self, link: Link, module: MinimalModule, period_ms: int, ber: float = 0.0, seed: int = 0,
+    def __init__(self, link: Link, module: RigModule, period_ms: int, ber: float = 0.0, seed: int = 0,
                  realtime: bool = False) -> None:
         self.link = link
         self.ber = ber

@@ -152,6 +152,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hil_run(args: argparse.Namespace) -> int:
+    from hil.scenario_run import run_scenario
+
+    try:
+        score = run_scenario(Path(args.scenario), Path(args.state), cells=args.cells, realtime=args.realtime)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(score, indent=1))
+    return 0 if score["lost"] == 0 and score["duplicates"] == 0 else 1
+
+
 def cmd_cell(args: argparse.Namespace) -> int:
     from hil import cellfit
 
@@ -202,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("add", "list", "remove"))
     s.add_argument("device", nargs="?")
     s.set_defaults(func=cmd_device)
+
+    s = sub.add_parser("hil", parents=[common], help="the HIL rig: `soxbms hil run SCENARIO.toml`")
+    s.add_argument("action", choices=("run",))
+    s.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/us06_short.toml")
+    s.add_argument("--cells", type=int, help="override the scenario's cell count")
+    s.add_argument("--realtime", action="store_true", help="the rig follows the wall clock (default: lockstep)")
+    s.set_defaults(func=cmd_hil_run)
 
     s = sub.add_parser("cell", help="cell parameter files: `soxbms cell fit C20 PULSE --name N --out F`")
     s.add_argument("action", choices=("fit",))

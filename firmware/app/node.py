@@ -162,7 +162,9 @@ class Node:
         if not self.mqtt.connected and ticks_diff(now, self._next_connect) >= 0:
             self._connect()
         limit = self.cfg["max_samples"]
-        if (limit == 0 or self.seq < limit) and ticks_diff(now, self._next_sample) >= 0:
+        # Lockstep time waits for us: sample no faster than the host commits (no overflow drops).
+        held = self.cfg["lockstep"] and len(self.queue) >= self.cfg["send_window"]
+        if (limit == 0 or self.seq < limit) and not held and ticks_diff(now, self._next_sample) >= 0:
             self._take_sample()
             self._next_sample = ticks_add(self._next_sample, self._sample_period_ms())
             if ticks_diff(now, self._next_sample) > 0:

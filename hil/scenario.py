@@ -1,0 +1,114 @@
+"""Rig scenarios in TOML files: cell count and parameters, start state, load profile, duration.
+
+    name = "us06-25C"
+    cells = 16
+    cell = "models/cells/panasonic_ncr18650pf_25C.json"   # from the repository root, or the file's folder
+    period_ms = 1000          # 1 Hz (100 for 10 Hz)
+    duration_s = 3600
+    ambient_C = 25.0
+    seed = 1
+    initial_soc = 1.0         # full after CC-CV unless stated
+    [[load]]
+    profile = "us06"          # cc | cccv | rest | hppc | us06 | udds_like | random | csv
+    # cc: c_rate, duration_s, stop_V; rest: duration_s; cccv: c_rate, voltage_V, taper_c_rate;
+    # us06 / udds_like / random / csv: repeat (true), stop_V (2.5); csv: path, capacity_Ah
+
+Faults, the PyBaMM truth engines and real-time runs come later (issue 4)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil import profiles
+from hil.physics.params import CellParams, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Scenario:
+    name: str
+    cells: int
+    params: CellParams
+    load: list[dict[str, Any]]
+    period_ms: int = 1000
+    duration_s: float = 600.0
+    ambient_C: float = 25.0
+    seed: int = 1
+    initial_soc: float = 1.0
+    source: Path = field(default_factory=Path)
+
+    @property
+    def samples(self) -> int:
+        return int(self.duration_s * 1000 // self.period_ms)
+
+    def segments(self) -> list[profiles.Segment]:
+        """Fresh load segments (they hold state, e.g. the CV phase's current)."""
+        return [seg for spec in self.load for seg in _segments(spec, self)]
+
+
+def _table(values: Any, spec: dict[str, Any]) -> list[profiles.Segment]:
+    return [profiles.Table(values, repeat=bool(spec.get("repeat", True)), stop_V=spec.get("stop_V", 2.5))]
+
+
+BUILDERS: dict[str, Callable[[dict[str, Any], Scenario], list[profiles.Segment]]] = {
+    "cc": lambda s, sc: [profiles.ConstantCurrent(float(s["c_rate"]), float(s.get("duration_s", float("inf"))),
+                                                  s.get("stop_V"))],
+    "rest": lambda s, sc: [profiles.ConstantCurrent(0.0, float(s["duration_s"]))],
+    "cccv": lambda s, sc: [profiles.ConstantCurrentConstantVoltage(float(s.get("c_rate", 1.0)),
+                                                                   float(s.get("voltage_V", 4.2)),
+                                                                   float(s.get("taper_c_rate", 0.02)))],
+    "hppc": lambda s, sc: profiles.hppc(levels=int(s.get("levels", 9))),
+    "us06": lambda s, sc: _table(profiles.us06(), s),
+    "udds_like": lambda s, sc: _table(profiles.udds_like(sc.seed), s),
+    "random": lambda s, sc: _table(profiles.random_walk(sc.seed, int(sc.duration_s)), s),
+    "csv": lambda s, sc: _table(profiles.read_csv_profile(
+        _resolve(s["path"], sc.source), float(s.get("capacity_Ah", sc.params.nominal_capacity_Ah))), s),
+}
+
+
+def _segments(spec: dict[str, Any], scenario: Scenario) -> list[profiles.Segment]:
+    kind = spec.get("profile")
+    if kind not in BUILDERS:
+        raise ValueError(f"{scenario.source}: load profile {kind!r} is not one of {', '.join(BUILDERS)}")
+    try:
+        return BUILDERS[kind](spec, scenario)
+    except KeyError as e:
+        raise ValueError(f"{scenario.source}: load profile {kind!r} needs {e.args[0]!r}") from None
+
+
+def _resolve(path: str, source: Path) -> Path:
+    for base in (source.parent, ROOT):
+        if (base / path).exists():
+            return base / path
+    raise ValueError(f"{source}: {path} not found (relative to the scenario or the repository)")
+
+
+KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed", "initial_soc", "load"}
+
+
+def load_scenario(path: Path, cells: int | None = None) -> Scenario:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"cannot read scenario {path}: {e}") from None
+    unknown = set(raw) - KNOWN
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    for key in ("cell", "load"):
+        if key not in raw:
+            raise ValueError(f"{path}: missing {key!r}")
+    scenario = Scenario(
+        name=str(raw.get("name", path.stem)), cells=int(cells or raw.get("cells", 16)),
+        params=load(_resolve(raw["cell"], path)), load=list(raw["load"]),
+        period_ms=int(raw.get("period_ms", 1000)), duration_s=float(raw.get("duration_s", 600)),
+        ambient_C=float(raw.get("ambient_C", 25.0)), seed=int(raw.get("seed", 1)),
+        initial_soc=float(raw.get("initial_soc", 1.0)), source=path)
+    if not 1 <= scenario.cells <= 32 or scenario.period_ms <= 0 or scenario.duration_s <= 0:
+        raise ValueError(f"{path}: cells must be 1..32, period_ms and duration_s > 0")
+    scenario.segments()  # every load entry is checked now, not mid-run
+    return scenario
