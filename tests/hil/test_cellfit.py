@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,9 @@ import pytest
 from hil import cellfit
 from hil.cycler import read_log
 from hil.physics import params
+from tests.shared_data import data_file
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "panasonic-18650pf"
 NAME = "panasonic_ncr18650pf_25C"
 COMMITTED = ROOT / "models" / "cells" / f"{NAME}.json"
 _D = "../shared/data/panasonic-18650pf"  # from the repository root
@@ -33,15 +32,6 @@ TABLES = ["OCV [V]", "R0 [Ohm]", "R1 [Ohm]", "C1 [F]", "R2 [Ohm]", "C2 [F]"]
 # 33 degC, and the hysteresis band from C/20 includes slow relaxation. The fit gives ~54 mV; a sign error, a wrong
 # SoC scale or a broken OCV gives hundreds of mV, which this bound catches.
 US06_RMSE_BOUND_MV = 80.0
-
-
-def data_file(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is required under CI (the shared Panasonic 18650PF data)")
-        pytest.skip(f"{path} absent: the shared Panasonic 18650PF data is not next to this checkout")
-    return path
 
 
 @pytest.fixture(scope="module")

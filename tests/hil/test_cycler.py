@@ -3,24 +3,13 @@ mappings, time-axis quirks, missing-column errors, and the coulomb-counted refer
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hil.cycler import CsvMapping, CyclerFormatError, CyclerLog, coulomb_soc, cumulative_charge_Ah, read_csv, read_log
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "panasonic-18650pf"
-
-
-def data_file(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is required under CI (the shared Panasonic 18650PF data)")
-        pytest.skip(f"{path} absent: the shared Panasonic 18650PF data is not next to this checkout")
-    return path
+from tests.shared_data import data_file
 
 
 def charge_moved_Ah(log: CyclerLog) -> tuple[float, float]:

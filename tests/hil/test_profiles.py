@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import numpy as np
 import pytest
 
 from hil import cycler, profiles
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "panasonic-18650pf"
+from tests.shared_data import data_file
 
 
 @dataclass
@@ -77,11 +75,7 @@ def test_us06_profile_peaks() -> None:
 
 
 def test_us06_file_matches_the_recording() -> None:
-    if not DATA.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DATA} is missing under CI")
-        pytest.skip(f"the Panasonic recordings are not here ({DATA})")
-    log = cycler.read_log(DATA / "us06_25degC.mat")
+    log = cycler.read_log(data_file("us06_25degC.mat"))
     derived = profiles.derive_us06(log.time_s, log.current_A, 2.9)
     assert np.allclose(profiles.us06(), derived, atol=1e-5), "regenerate with hil.profiles.derive_us06"
 
