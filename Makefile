@@ -31,6 +31,7 @@ test: lint
 bench: install
 	mkdir -p $(BUILD)
 	$(BIN)/soxbms bench link --json $(BUILD)/bench-link.json
+	$(BIN)/soxbms bench hil --json $(BUILD)/bench-hil.json
 
 # Cross-compile every firmware module to .mpy, laid out as on the board's filesystem.
 firmware: install
