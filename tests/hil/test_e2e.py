@@ -40,6 +40,9 @@ def finish(fleet: Fleet, timeout_s: float = 180) -> dict:
 def test_two_boards_all_samples_stored_once(fleet_factory) -> None:
     fleet = fleet_factory(boards=2, cells=16, samples=150)
     fleet.start()
+    fleet.wait_boards(180)
+    # The board's goodbye may still be on its way to the host when its process has exited.
+    wait_for(lambda: events(fleet)[-1:] == ["death"], 30, "the board's goodbye")
     score = finish(fleet)
     assert score["sent"] == 300
     assert (score["stored"], score["lost"], score["duplicates"], score["gaps"]) == (300, 0, 0, 0)
@@ -153,6 +156,8 @@ def test_link_black_holed_for_30_s(fleet_factory) -> None:
     time.sleep(max(0.0, 30 - (time.monotonic() - hole_started)))  # the fault lasts 30 s of wall time
     fleet.net.blackhole(False)
     wait_for(lambda: events(fleet).count("birth") == 2, 40, "the board's rebirth")
+    fleet.wait_boards(180)
+    wait_for(lambda: len(events(fleet)) == 4, 30, "the board's goodbye")
     score = finish(fleet)
     assert (score["sent"], score["stored"], score["lost"], score["duplicates"]) == (900, 900, 0, 0)
     # birth, the will (offline), rebirth (online), and the board's own goodbye at the end.
