@@ -24,6 +24,7 @@ from hil.rig import Rig, RigModule
 from hil.supervisor import Supervisor
 from host.broker import Broker, make_broker
 from host.devices import add_device, host_credentials, write_broker_auth
+from host.service import PASSWORD_ENV
 from host.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,7 @@ class HostProcess:
     state_dir: Path
     extra: list[str] = field(default_factory=list)
     name: str = "host"
+    password: str | None = None  # given through the environment, never on the command line
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,7 +115,8 @@ class HostProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "host.cli", "serve", "--broker", self.broker_url, "--db", self.db_url,
              "--state", str(self.state_dir), "--ready-file", str(self.ready_file), *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env={**os.environ, PASSWORD_ENV: self.password} if self.password else None)
         log.close()
         proc = self.proc
         wait_for(lambda: self.ready_file.exists() or proc.poll() is not None, timeout_s, "the host service")
@@ -191,12 +194,14 @@ class Fleet:
         self.broker = make_broker(self.state_dir / "broker", prefer=self.broker_prefer,
                                   password_file=pw_file, acl_file=acl_file)
         creds = host_credentials(self.state_dir)
-        auth = ["--user", creds.user, "--password", creds.password] if self.broker.kind == "mosquitto" else []
+        auth = [f"--user={creds.user}"] if self.broker.kind == "mosquitto" else []
         for n in range(1, self.n_hosts + 1):
             extra = [*auth, *self.host_extra]
             if self.n_hosts > 1:
                 extra += ["--group", "fleet", "--client-id", f"soxbms-host-{n}"]
-            self.hosts.append(HostProcess(self.broker.url, self.db, self.state_dir, extra, name=f"host{n}"))
+            password = creds.password if self.broker.kind == "mosquitto" else None
+            self.hosts.append(HostProcess(self.broker.url, self.db, self.state_dir, extra, name=f"host{n}",
+                                          password=password))
         if self.proxy:
             self.net = BlackholeProxy(self.broker.port)
         if not self.hold_broker:

@@ -16,7 +16,7 @@ from types import FrameType
 from host import export
 from host.broker import make_broker
 from host.devices import add_device, host_credentials, write_broker_auth
-from host.service import EPOCH_2000_UNIX_S, IngestService
+from host.service import EPOCH_2000_UNIX_S, PASSWORD_ENV, IngestService
 from host.store import open_store
 
 DEFAULT_STATE = "run"
@@ -39,7 +39,8 @@ def _wire_seconds(text: str | None) -> int | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     store = open_store(_db_url(args))
     service = IngestService(args.broker, store, client_id=args.client_id, group=args.group,
-                            user=args.user, password=args.password, batch_max=args.batch, batch_ms=args.batch_ms)
+                            user=args.user, password=args.password or os.environ.get(PASSWORD_ENV),
+                            batch_max=args.batch, batch_ms=args.batch_ms)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         service.stop()
@@ -188,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", parents=[common], help="ingest the fleet's telemetry into the database")
     s.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
     s.add_argument("--user")
-    s.add_argument("--password")
+    s.add_argument("--password", help=f"better: the environment variable {PASSWORD_ENV} (a command line is "
+                   "visible to every user of the machine)")
     s.add_argument("--client-id", default="soxbms-host")
     s.add_argument("--group", help="shared subscription group, to share the fleet between services")
     s.add_argument("--batch", type=int, default=500, help="most messages per database transaction")

@@ -31,6 +31,7 @@ log = logging.getLogger("soxbms.serve")
 
 EPOCH_2000_UNIX_S = 946684800  # 2000-01-01T00:00:00Z, the wire's epoch (MicroPython's)
 INGEST_TOPICS = ("data", "birth", "death")
+PASSWORD_ENV = "SOXBMS_MQTT_PASSWORD"  # the broker password of `soxbms serve`, kept off the command line
 
 
 @dataclass
