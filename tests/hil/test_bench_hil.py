@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.bench import run_quick
 
 
 def test_bench_hil_quick(tmp_path: Path) -> None:
-    out = tmp_path / "hil.json"
-    proc = subprocess.run([sys.executable, "-m", "host.cli", "--state", str(tmp_path), "bench", "hil", "--quick",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    r = run_quick("hil", tmp_path)
     assert r["chain_lost"] == 0 and r["chain_ecm_x_realtime"] > 5
     assert r["rig_ecm_x_realtime"] > 50 and r["ageing_cell_cycles_per_min"] > 100
     assert r["samples_decoded"] == 150 and r["frames_sent"] > 150

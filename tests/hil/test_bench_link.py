@@ -3,19 +3,13 @@ on a loaded 2-core machine are not asserted against their bounds here (the full 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.bench import run_quick
 
 
 def test_bench_link_quick(tmp_path: Path) -> None:
-    out = tmp_path / "link.json"
-    proc = subprocess.run([sys.executable, "-m", "host.cli", "--state", str(tmp_path), "bench", "link", "--quick",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
-    assert r["quick"] is True
+    r = run_quick("link", tmp_path)
     # Correctness figures hold even in the quick run.
     assert r["sent"] > 0 and r["stored"] == r["sent"]
     assert (r["lost"], r["duplicates"], r["gaps"]) == (0, 0, 0)
