@@ -1,8 +1,8 @@
 """`soxbms hil run SCENARIO`: a scenario through the whole chain (simulated module, rig, firmware
 under MicroPython, broker, host), with the truth of every sample beside what the board reported.
 
-Writes, in STATE/hil/<scenario>/: samples.csv (per sample and cell: truth and board readings) and
-score.json (delivery counts, sensor errors against truth, the run's figures)."""
+Writes, in STATE/hil/<scenario>/: samples.csv (per sample and cell: truth and board readings),
+plot.png and score.json (delivery counts, sensor errors against truth, the run's figures)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hil.harness import Fleet
+from hil.plot import plot_run
 from hil.scenario import Scenario, load_scenario
 from hil.simulated import SimulatedModule
 from host.store import open_store
@@ -101,5 +102,6 @@ def run_scenario(path: Path, state_dir: Path, cells: int | None = None, realtime
         "true_temp_max_C": round(max(float(np.max(t.temp_C)) for t in module.truth), 2),
         "load_finished": module.load_done, "outputs": str(out_dir),
     })
+    score["plot"] = str(plot_run(out_dir / "samples.csv", out_dir / "plot.png", scenario.name))
     (out_dir / "score.json").write_text(json.dumps(score, indent=1))
     return score

@@ -58,6 +58,7 @@ c_rate = -2.0
     # 2C for 120 s takes 2 x 120 / 3600 = 6.7 % of the charge (the cell holds 3.0 Ah against 2.9 nominal).
     assert 0.055 < score["true_soc_start"] - score["true_soc_end"] < 0.075
     assert score["voltage_reading_rms_error_mV"] < 20 and score["temp_reading_rms_error_K"] < 1.5
+    assert Path(score["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((Path(score["outputs"]) / "samples.csv").read_text().splitlines()))
     assert len(rows) == 120 * 3
     last = rows[-1]

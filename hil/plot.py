@@ -1,0 +1,54 @@
+"""The PNG of a `hil run`: pack current, cell voltages, temperatures, true SoC and the sensor
+channels, truth beside what the board reported (samples.csv)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server or in CI
+import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+
+
+def _column(rows: list[dict[str, str]], key: str, scale: float = 1.0) -> list[float]:
+    return [float(r[key]) * scale if r[key] not in ("", "None") else float("nan") for r in rows]
+
+
+def plot_run(samples_csv: Path, out_png: Path, title: str) -> Path:
+    with open(samples_csv, newline="") as f:
+        by_cell: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for row in csv.DictReader(f):
+            by_cell[row["cell"]].append(row)
+    panels = [
+        ("pack current [A]", "true_current_A", 1.0, "board_current_mA", 1e-3),
+        ("cell voltage [V]", "true_voltage_V", 1.0, "board_voltage_mV", 1e-3),
+        ("cell temperature [°C]", "true_temp_C", 1.0, "board_temp_dC", 0.1),
+        ("true SoC [-]", "true_soc", 1.0, None, 1.0),
+        ("pressure [kPa]", None, 1.0, "board_pressure_Pa", 1e-3),
+        ("ultrasonic ToF [ns]", None, 1.0, "board_tof_ns", 1.0),
+        ("FBG shift [pm]", None, 1.0, "board_fbg_pm", 1.0),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.0 * len(panels)), sharex=True)
+    for ax, (label, truth_key, truth_scale, board_key, board_scale) in zip(axes, panels, strict=True):
+        cells = ["0"] if label == "pack current [A]" else sorted(by_cell, key=int)
+        for cell in cells:
+            rows = by_cell[cell]
+            t_s = _column(rows, "t_s")
+            if truth_key:
+                ax.plot(t_s, _column(rows, truth_key, truth_scale), lw=0.8, color="black", alpha=0.6)
+            if board_key:
+                values = _column(rows, board_key, board_scale)
+                if board_key == "board_fbg_pm":
+                    values = [v - values[0] for v in values]  # shift from the start, per grating
+                ax.plot(t_s, values, lw=0.6, alpha=0.7)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_title(f"{title}: truth (black) and board readings (colours, one per cell)", fontsize=9)
+    axes[-1].set_xlabel("simulated time [s]")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
