@@ -16,8 +16,9 @@ from types import FrameType
 from host import export
 from host.broker import make_broker
 from host.devices import add_device, host_credentials, write_broker_auth
-from host.service import EPOCH_2000_UNIX_S, PASSWORD_ENV, IngestService
+from host.service import PASSWORD_ENV, IngestService
 from host.store import open_store
+from soxcommon import wire
 
 DEFAULT_STATE = "run"
 
@@ -33,7 +34,7 @@ def _wire_seconds(text: str | None) -> int | None:
     stamp = datetime.fromisoformat(text)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
-    return int(stamp.timestamp()) - EPOCH_2000_UNIX_S
+    return int(stamp.timestamp()) - wire.EPOCH_2000_UNIX_S
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

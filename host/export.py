@@ -13,7 +13,6 @@ from typing import Any, TextIO
 from host.store.schema import CELL_COLUMNS
 from soxcommon import ontology, wire
 
-EPOCH_2000_UNIX_S = 946684800
 HEADER = ("boot", "seq", "t_s", "t_ms", "time_relative", "current_mA", "cell", *CELL_COLUMNS)
 
 
@@ -31,7 +30,7 @@ def result_time(t_s: int, t_ms: int, relative: int) -> str | None:
     """xsd:dateTime (UTC) of a synced sample; None for a board-relative one (no wall time to state)."""
     if relative:
         return None
-    t = datetime.fromtimestamp(EPOCH_2000_UNIX_S + t_s, UTC) + timedelta(milliseconds=t_ms)
+    t = datetime.fromtimestamp(wire.EPOCH_2000_UNIX_S + t_s, UTC) + timedelta(milliseconds=t_ms)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -29,7 +29,6 @@ from soxcommon import wire
 
 log = logging.getLogger("soxbms.serve")
 
-EPOCH_2000_UNIX_S = 946684800  # 2000-01-01T00:00:00Z, the wire's epoch (MicroPython's)
 INGEST_TOPICS = ("data", "birth", "death")
 PASSWORD_ENV = "SOXBMS_MQTT_PASSWORD"  # the broker password of `soxbms serve`, kept off the command line
 
@@ -62,7 +61,7 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def wire_time_now() -> tuple[int, int]:
-    now_ms = int(time.time() * 1000) - EPOCH_2000_UNIX_S * 1000
+    now_ms = int(time.time() * 1000) - wire.EPOCH_2000_UNIX_S * 1000
     return now_ms // 1000, now_ms % 1000
 
 

@@ -18,6 +18,7 @@
 from soxcommon import ontology as onto
 
 PROTOCOL_VERSION = 1
+EPOCH_2000_UNIX_S = 946684800  # the wire's epoch, 2000-01-01T00:00:00Z, in Unix seconds
 TOPIC_ROOT = "soxbms/v1"
 INT_LIMIT = 1 << 30
 MAX_CELLS = 32

@@ -20,7 +20,8 @@ from amqtt.adapters import BufferReader
 from amqtt.mqtt.connect import ConnectPacket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.brokers import free_port, make_password_file, start_mosquitto
+from host.broker import free_port, make_broker
+from host.devices import hash_password
 from tests.mpy import run_host, run_mpy
 
 HOST = "127.0.0.1"
@@ -49,9 +50,11 @@ def wait(c, cond, ms, what):
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    conf = "max_inflight_messages 0\nmax_queued_messages 100000\n"
-    with start_mosquitto(tmp_path_factory.mktemp("mosquitto"), conf) as (_proc, port):
-        yield port
+    """The project's broker with its shipped config (anonymous here), as the board meets it."""
+    b = make_broker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b.port
+    b.stop()
 
 
 class Watcher:
@@ -212,9 +215,14 @@ except OSError as e:
 
 
 def test_refused_connection_raises_oserror(tmp_path):
-    pw = make_password_file(tmp_path, {"bms": "right"})
-    with start_mosquitto(tmp_path, f"allow_anonymous false\npassword_file {pw}\n") as (_proc, port):
-        out = run_mpy(REFUSED_SCRIPT, args=(port, free_port())).splitlines()
+    pw = tmp_path / "passwd"
+    pw.write_text(f"bms:{hash_password('bms', 'right')}\n")
+    secured = make_broker(tmp_path / "broker", password_file=pw)
+    secured.start()
+    try:
+        out = run_mpy(REFUSED_SCRIPT, args=(secured.port, free_port())).splitlines()
+    finally:
+        secured.stop()
     assert out[0].startswith("wrong OSERROR False MQTT connect refused: return code ")
     rc = int(out[0].split("return code ")[1].split()[0])
     assert rc in (4, 5)  # bad user name or password / not authorized (MQTT 3.2.2.3)

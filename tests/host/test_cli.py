@@ -11,8 +11,8 @@ import pytest
 
 from host.cli import main
 from host.records import DataRecord
-from host.service import EPOCH_2000_UNIX_S
 from host.store import open_store
+from soxcommon.wire import EPOCH_2000_UNIX_S
 
 T0 = 1_700_000_000 - EPOCH_2000_UNIX_S  # 2023-11-14T22:13:20Z in wire seconds
 

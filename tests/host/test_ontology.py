@@ -273,7 +273,7 @@ def test_export_result_time(exported: Graph) -> None:
     per_sample = len(wire.PACK_QUANTITIES) + CELLS * len(wire.CELL_QUANTITIES)
     expected: Counter[datetime | None] = Counter()
     for _, _, t_s, t_ms, relative, _ in SAMPLES:
-        key = None if relative else (datetime.fromtimestamp(export.EPOCH_2000_UNIX_S + t_s, UTC)
+        key = None if relative else (datetime.fromtimestamp(wire.EPOCH_2000_UNIX_S + t_s, UTC)
                                      + timedelta(milliseconds=t_ms))
         expected[key] += per_sample
     assert times == expected
