@@ -37,11 +37,12 @@ class CyclerLog:
     current_A: FloatArray  # positive = charge
     temp_C: FloatArray | None = None
     ah: FloatArray | None = None  # the tester's own Ah counter, positive = charge
+    soc: FloatArray | None = None  # a logged state of charge, as a fraction
     source: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.time_s)
-        for name in ("voltage_V", "current_A", "temp_C", "ah"):
+        for name in ("voltage_V", "current_A", "temp_C", "ah", "soc"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise CyclerFormatError(f"{name} has {len(arr)} rows, time_s has {n}")
@@ -69,10 +70,12 @@ class CsvMapping:
     current: str = "Current / A"
     temperature: str | None = None  # None: the first of BDF_TEMPERATURE present, else no temperature
     ah: str | None = None  # None: BDF "Net Capacity / Ah" if present
+    soc: str | None = None  # a logged SoC column, if wanted
     time_unit: str = "s"  # s, ms, min, h, or a strptime format such as "%Y-%m-%d %H:%M:%S"
     voltage_scale: float = 1.0  # multiply to get V (1e-3 for a mV column)
     current_scale: float = 1.0  # multiply to get A
     ah_scale: float = 1.0  # multiply to get Ah
+    soc_scale: float = 1.0  # multiply to get a fraction (0.01 for a percent column)
     charge_positive: bool = True  # the file's convention; BDF counts charging current as positive
     delimiter: str = ","
 
@@ -86,6 +89,7 @@ class MatFields:
     current: str = "Current"
     temperature: str | None = "Battery_Temp_degC"
     ah: str | None = "Ah"
+    soc: str | None = None
     timestamp: str | None = "TimeStamp"
 
 
@@ -138,12 +142,14 @@ def read_mat(path: str | Path, struct: str | None = None, fields: MatFields = Ma
     time_s = column("time", fields.time)
     temp_C = column("temperature", fields.temperature) if fields.temperature else None
     ah = sign * column("Ah", fields.ah) if fields.ah else None
+    soc = column("SoC", fields.soc) if fields.soc else None
     source = {"path": str(p), "format": "mat", "sha256": sha256_file(p),
               "sign": "file counts charge as " + ("positive" if charge_positive else "negative")}
     if fields.timestamp and fields.timestamp in available:
         source["start"] = str(np.atleast_1d(getattr(meas, fields.timestamp))[0])
     return CyclerLog(time_s=time_s - time_s[0], voltage_V=column("voltage", fields.voltage),
-                     current_A=sign * column("current", fields.current), temp_C=temp_C, ah=ah, source=source)
+                     current_A=sign * column("current", fields.current), temp_C=temp_C, ah=ah, soc=soc,
+                     source=source)
 
 
 def read_csv(path: str | Path, mapping: CsvMapping = CsvMapping()) -> CyclerLog:
@@ -180,6 +186,7 @@ def read_csv(path: str | Path, mapping: CsvMapping = CsvMapping()) -> CyclerLog:
     k_current = index("current", mapping.current)
     k_temp = optional_index("temperature", mapping.temperature, BDF_TEMPERATURE)
     k_ah = optional_index("Ah", mapping.ah, BDF_AH)
+    k_soc = None if mapping.soc is None else index("SoC", mapping.soc)
     sign = 1.0 if mapping.charge_positive else -1.0
     source = {"path": str(p), "format": "csv", "sha256": sha256_file(p),
               "sign": "file counts charge as " + ("positive" if mapping.charge_positive else "negative")}
@@ -187,7 +194,8 @@ def read_csv(path: str | Path, mapping: CsvMapping = CsvMapping()) -> CyclerLog:
                      voltage_V=numbers(k_voltage, mapping.voltage_scale),
                      current_A=sign * numbers(k_current, mapping.current_scale),
                      temp_C=None if k_temp is None else numbers(k_temp, 1.0),
-                     ah=None if k_ah is None else sign * numbers(k_ah, mapping.ah_scale), source=source)
+                     ah=None if k_ah is None else sign * numbers(k_ah, mapping.ah_scale),
+                     soc=None if k_soc is None else numbers(k_soc, mapping.soc_scale), source=source)
 
 
 def _time_column(path: Path, cells: list[str], unit: str) -> FloatArray:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,16 @@ class RigModule(Protocol):
     def reading(self) -> tuple[int | None, Sequence[Sequence[int | None]]]: ...
 
 
+@runtime_checkable
+class ActuatedModule(RigModule, Protocol):
+    """A module with outputs the board sets (hil.simulated): commands, flags in each sample, and a
+    link that a scenario can cut."""
+
+    def command(self, command: int, a0: int, a1: int, a2: int) -> int: ...
+    def flags(self) -> int: ...
+    def link_down(self) -> bool: ...
+
+
 @dataclass
 class RigCounters:
     samples: int = 0
@@ -42,6 +52,8 @@ class RigCounters:
     frames_sent: int = 0
     corrupt_frames_injected: int = 0  # frames with at least one flipped bit, both directions
     corrupt_requests_undetected: int = 0  # inbound frames accepted although corrupted
+    commands: int = 0
+    requests_dropped: int = 0  # requests left unanswered while the scenario cut the link
 
 
 def flip_bits(data: bytes, ber: float, rng: np.random.Generator) -> tuple[bytes, int]:
@@ -65,6 +77,7 @@ class Rig:
         self._rx_bytes = 0  # bytes received so far, to place flipped bytes in frames
         self._rx_flipped_at: list[int] = []  # indices of received bytes the line changed
         self.module = module
+        self._actuated = module if isinstance(module, ActuatedModule) else None  # checked once: isinstance is slow
         self.period_ms = period_ms
         self.realtime = realtime
         self._wall_start_s: float | None = None
@@ -96,10 +109,33 @@ class Rig:
             self.sim_ms += step_ms
 
     def _sample_reply(self, seq: int) -> bytes:
-        self._advance()
         current_mA, rows = self.module.reading()
-        n = frame.encode_sample(self._tx, seq, self.sim_ms, current_mA, rows)
+        flags = self._actuated.flags() if self._actuated is not None else 0
+        n = frame.encode_sample(self._tx, seq, self.sim_ms, current_mA, rows, flags)
         return bytes(self._tx.buf[:n])
+
+    def _command_reply(self, seq: int) -> bytes:
+        payload = self._rx.buf[frame.HEADER_BYTES:frame.HEADER_BYTES + self._rx.length]
+        command = payload[0] if payload else 0
+        if self._rx.length != frame.COMMAND_PAYLOAD_BYTES:
+            status = frame.S_BAD_ARGS
+        elif self._actuated is None:
+            status = frame.S_UNSUPPORTED
+        else:
+            a0, a1, a2 = (frame.get_i32(payload, 1 + 4 * k) for k in range(3))
+            status = self._actuated.command(command, a0, a1, a2)
+        self.counters.commands += 1
+        self._tx.buf[frame.HEADER_BYTES] = command
+        self._tx.buf[frame.HEADER_BYTES + 1] = status
+        n = self._tx.encode(frame.T_COMMAND_ACK, seq, frame.ACK_PAYLOAD_BYTES)
+        return bytes(self._tx.buf[:n])
+
+    def _link_cut(self) -> bool:
+        """A scenario's link loss: the request is swallowed (counted) and never answered."""
+        if self._actuated is None or not self._actuated.link_down():
+            return False
+        self.counters.requests_dropped += 1
+        return True
 
     def _send(self, data: bytes) -> None:
         sent, flips = flip_bits(data, self.ber, self._rng)
@@ -129,13 +165,26 @@ class Rig:
                 self._send(bytes(self._tx.buf[:n]))
 
     def _on_frame(self) -> None:
-        if self._rx.type != frame.T_SAMPLE_REQ:
+        kind = self._rx.type
+        if kind not in (frame.T_SAMPLE_REQ, frame.T_COMMAND):
             self.counters.unknown_frames += 1
             return
         seq = self._rx.seq
         if seq == self._cached_seq:
+            if self._link_cut():
+                return
             self.counters.repeats += 1
+        elif kind == frame.T_COMMAND:
+            if self._link_cut():
+                return
+            self._cached = self._command_reply(seq)
+            self._cached_seq = seq
         else:
+            # Time moves on a new request even when a cut link swallows it: the board's retries keep the
+            # lockstep clock running through the outage, one sample period per unanswered request.
+            self._advance()
+            if self._link_cut():
+                return
             self._cached = self._sample_reply(seq)
             self._cached_seq = seq
             if self.ber > 0:

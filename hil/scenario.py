@@ -8,12 +8,23 @@
     ambient_C = 25.0
     seed = 1
     initial_soc = 1.0         # full after CC-CV unless stated
+    truth = "ecm"             # ecm (the cell file) | spme (PyBaMM Chen2020) | dfn (PyBaMM, 1 cell); faults: ecm only
     [[load]]
     profile = "us06"          # cc | cccv | rest | hppc | us06 | udds_like | random | csv
     # cc: c_rate, duration_s, stop_V; rest: duration_s; cccv: c_rate, voltage_V, taper_c_rate;
     # us06 / udds_like / random / csv: repeat (true), stop_V (2.5); csv: path, capacity_Ah
+    [[fault]]                 # any number; see hil.faults for every kind and its keys
+    kind = "sensor_stuck"     # sensor_stuck | sensor_open | sensor_noisy | adc_spike | current_offset_step |
+                              # internal_short | overcharge | cold_charge | gas_pressure_rise | imbalance | link_loss
+    channel = "voltage_mV"    # sensor faults: a hil.sensors.models.CELL_FIELDS field or "current_mA"
+    cell = 3                  # 0-based
+    at_s = 120                # onset (default 0); duration_s: default to the end
+    duration_s = 60
+    # sensor_noisy: factor; adc_spike: size; current_offset_step: offset_A; internal_short: short_ohm;
+    # overcharge: c_rate, until_V; cold_charge: ambient_C; gas_pressure_rise: rate_umol_per_s, heat_W, vent_kPa,
+    # enclosure_L; imbalance: soc_offset
 
-Faults, the PyBaMM truth engines and real-time runs come later (issue 4)."""
+Real-time runs come later (issue 4)."""
 
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hil import profiles
+from hil.faults import Fault, parse_faults
 from hil.physics.params import CellParams, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +52,9 @@ class Scenario:
     ambient_C: float = 25.0
     seed: int = 1
     initial_soc: float = 1.0
+    truth: str = "ecm"  # one of TRUTHS
     source: Path = field(default_factory=Path)
+    faults: list[Fault] = field(default_factory=list)
 
     @property
     def samples(self) -> int:
@@ -88,7 +102,9 @@ def _resolve(path: str, source: Path) -> Path:
     raise ValueError(f"{source}: {path} not found (relative to the scenario or the repository)")
 
 
-KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed", "initial_soc", "load"}
+KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed", "initial_soc", "load", "fault",
+         "truth"}
+TRUTHS = ("ecm", "spme", "dfn")
 
 
 def load_scenario(path: Path, cells: int | None = None) -> Scenario:
@@ -107,8 +123,11 @@ def load_scenario(path: Path, cells: int | None = None) -> Scenario:
         params=load(_resolve(raw["cell"], path)), load=list(raw["load"]),
         period_ms=int(raw.get("period_ms", 1000)), duration_s=float(raw.get("duration_s", 600)),
         ambient_C=float(raw.get("ambient_C", 25.0)), seed=int(raw.get("seed", 1)),
-        initial_soc=float(raw.get("initial_soc", 1.0)), source=path)
+        initial_soc=float(raw.get("initial_soc", 1.0)), truth=str(raw.get("truth", "ecm")), source=path)
+    if scenario.truth not in TRUTHS:
+        raise ValueError(f"{path}: truth must be one of {', '.join(TRUTHS)}, got {scenario.truth!r}")
     if not 1 <= scenario.cells <= 32 or scenario.period_ms <= 0 or scenario.duration_s <= 0:
         raise ValueError(f"{path}: cells must be 1..32, period_ms and duration_s > 0")
     scenario.segments()  # every load entry is checked now, not mid-run
+    scenario.faults = parse_faults(raw.get("fault", []), path, scenario.cells)
     return scenario

@@ -161,7 +161,23 @@ def cmd_hil_run(args: argparse.Namespace) -> int:
     from hil.scenario_run import run_scenario
 
     try:
-        score = run_scenario(Path(args.scenario), Path(args.state), cells=args.cells, realtime=args.realtime)
+        score = run_scenario(Path(args.scenario), Path(args.state), cells=args.cells, realtime=args.realtime,
+                             truth=args.truth)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(score, indent=1))
+    return 0 if score["lost"] == 0 and score["duplicates"] == 0 else 1
+
+
+def cmd_hil_replay(args: argparse.Namespace) -> int:
+    from hil.replay import options_from_args, replay
+
+    try:
+        options = options_from_args(args.columns, args.scale, args.time_unit, args.current_sign, args.delimiter)
+        score = replay(args.logs, Path(args.state), options, period_ms=args.period_ms, cell=args.cell,
+                       capacity_Ah=args.capacity_Ah, full_at_s=args.full_at_s, soc_column=args.soc_column,
+                       soc_from=args.soc_from, limit_s=args.limit_s, max_hold_s=args.max_hold_s, name=args.name)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,12 +237,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("device", nargs="?")
     s.set_defaults(func=cmd_device)
 
-    s = sub.add_parser("hil", parents=[common], help="the HIL rig: `soxbms hil run SCENARIO.toml`")
-    s.add_argument("action", choices=("run",))
+    hil = sub.add_parser("hil", parents=[common], help="the HIL rig: `soxbms hil run SCENARIO.toml`, "
+                         "`soxbms hil replay LOG [LOG ...]`")
+    hil_sub = hil.add_subparsers(dest="action", required=True)
+    s = hil_sub.add_parser("run", parents=[common], help="a scenario through the whole chain, simulated cells as truth")
     s.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/us06_short.toml")
     s.add_argument("--cells", type=int, help="override the scenario's cell count")
     s.add_argument("--realtime", action="store_true", help="the rig follows the wall clock (default: lockstep)")
+    s.add_argument("--truth", choices=("ecm", "spme", "dfn"), help="cell physics: the scenario's cell file (ecm), "
+                   "PyBaMM SPMe or DFN with Chen2020 (default: the scenario's `truth`, else ecm)")
     s.set_defaults(func=cmd_hil_run)
+    s = hil_sub.add_parser("replay", parents=[common], help="recorded cycler logs (.csv, MATLAB v5 .mat) fed to the "
+                           "firmware as if measured; several logs play in order")
+    s.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="cycler log, e.g. "
+                   "../shared/data/panasonic-18650pf/us06_25degC.mat")
+    s.add_argument("--cell", type=Path, help="the logged cell's parameter file, e.g. "
+                   "models/cells/panasonic_ncr18650pf_25C.json (its nominal capacity is the default capacity)")
+    s.add_argument("--capacity-Ah", type=float, help="capacity for the coulomb-counted reference SoC")
+    s.add_argument("--full-at-s", type=float, default=0.0, help="replay time of the full-charge point (SoC 1) of "
+                   "the coulomb counting (default 0: the first row)")
+    s.add_argument("--soc-column", help="reference SoC from this logged column (a fraction; --scale soc=0.01 for "
+                   "percent) instead of coulomb counting")
+    s.add_argument("--soc-from", choices=("current", "ah"), default="current", help="coulomb counting of the logged "
+                   "current (default), or of the tester's Ah column, which also holds steps the log left out")
+    s.add_argument("--period-ms", type=int, default=1000, help="the board's sample period (100 for 10 Hz)")
+    s.add_argument("--current-sign", type=int, choices=(1, -1), default=1, help="+1: the log counts charging current "
+                   "as positive (ours, the Panasonic files'); -1: the opposite")
+    s.add_argument("--time-unit", default="s", help="s, ms, min, h, or for CSV a strptime format such as "
+                   "'%%Y-%%m-%%d %%H:%%M:%%S'")
+    s.add_argument("--columns", help="role=name,... for roles time, voltage, current, temperature, ah, soc "
+                   "(CSV default: Battery Data Format names; MAT default: the Panasonic fields); an empty name: "
+                   "not logged")
+    s.add_argument("--scale", help="role=factor,... to V, A, Ah or a SoC fraction (e.g. voltage=1e-3 for mV)")
+    s.add_argument("--delimiter", default=",", help="CSV delimiter")
+    s.add_argument("--max-hold-s", type=float, help="a held row older than this is a gap, sent absent (default: "
+                   "10 median time steps of the log, at least 2 sample periods)")
+    s.add_argument("--limit-s", type=float, help="replay only the first S seconds")
+    s.add_argument("--name", help="output folder STATE/hil/replay-NAME (default: the first log's name)")
+    s.set_defaults(func=cmd_hil_replay)
 
     s = sub.add_parser("cell", help="cell parameter files: `soxbms cell fit C20 PULSE --name N --out F`")
     s.add_argument("action", choices=("fit",))

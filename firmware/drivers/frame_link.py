@@ -34,7 +34,8 @@ class FrameLink:
         self.retries = retries
         self.rx = frame.Codec(max_payload)  # the last valid reply: payload at frame.HEADER_BYTES
         self._poll = poller
-        self._tx = frame.Codec(0)  # requests carry no payload
+        self._tx = frame.Codec(0)  # sample requests carry no payload
+        self._cmd = frame.Codec(frame.COMMAND_PAYLOAD_BYTES)
         self._byte = bytearray(1)
         self._seq = 0
         self.timeouts = 0
@@ -49,8 +50,22 @@ class FrameLink:
         number); on return the reply is in self.rx. Raises LinkError when no valid reply came."""
         self._seq = (self._seq + 1) & 0xFFFF
         self._tx.encode(req_type, self._seq, 0)  # empty payload: fills the buffer exactly
+        self._exchange(self._tx.buf, reply_type)
+
+    def command(self, command, a0=0, a1=0, a2=0):
+        """Set an output of the far end (frame.C_*); returns its status (frame.S_*). Raises
+        LinkError when no ack came."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        frame.encode_command(self._cmd, self._seq, command, a0, a1, a2)  # fills the buffer exactly
+        self._exchange(self._cmd.buf, frame.T_COMMAND_ACK)
+        buf = self.rx.buf
+        if self.rx.length != frame.ACK_PAYLOAD_BYTES or buf[frame.HEADER_BYTES] != command:
+            raise LinkError("ack for another command")
+        return buf[frame.HEADER_BYTES + 1]
+
+    def _exchange(self, request, reply_type):
         for _ in range(self.retries):
-            self.stream.write(self._tx.buf)  # unbuffered: no flush (fsync on a tty is EINVAL)
+            self.stream.write(request)  # unbuffered: no flush (fsync on a tty is EINVAL)
             if self._await_reply(reply_type):
                 return
         raise LinkError("no valid reply after %d tries" % self.retries)

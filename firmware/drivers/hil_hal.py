@@ -21,6 +21,11 @@ class HilHal:
         self.link.request(frame.T_SAMPLE_REQ, frame.T_SAMPLE)
         self._decode(sample)
 
+    def command(self, command, a0=0, a1=0, a2=0):
+        """Set a rig output: contactor, bleed resistors, charger limits, actuator (frame.C_*).
+        Returns the rig's status (frame.S_*)."""
+        return self.link.command(command, a0, a1, a2)
+
     def _decode(self, sample):
         buf = self.link.rx.buf
         off = frame.HEADER_BYTES
@@ -28,6 +33,7 @@ class HilHal:
         cells = buf[off + 4]
         if cells != self.n_cells:
             raise LinkError("rig reports %d cells, config says %d" % (cells, self.n_cells))
+        sample.flags = buf[off + 5]
         sample.current_mA = frame.get_i32(buf, off + 6)
         off += frame.SAMPLE_HEAD_BYTES
         values = sample.cells

@@ -12,6 +12,7 @@ class Sample:
         self.n_cells = n_cells
         self.t_ms = 0  # sample time: the rig's simulated time in lockstep, board ticks otherwise
         self.current_mA = 0
+        self.flags = 0  # frame.F_*: the front-end's outputs as they really are
         self.cells = array("i", [0] * (n_cells * CELL_FIELDS))
 
     def cell(self, c, k):

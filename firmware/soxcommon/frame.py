@@ -32,6 +32,31 @@ CRC_RESIDUE = const(0x2144DF1C)
 T_SAMPLE_REQ = const(0x01)
 T_SAMPLE = const(0x81)
 T_NACK = const(0x7F)  # front-end got a corrupt frame: the board repeats its request
+T_COMMAND = const(0x02)  # the board sets an output of the front-end (below)
+T_COMMAND_ACK = const(0x82)
+
+# Command payload: command u8, then three i32 arguments (unused ones 0). Fixed size, so the board's
+# request buffer is allocated once. The ack's payload: command u8, status u8. A repeated request
+# (same sequence number) gets the cached ack and is not applied twice.
+COMMAND_PAYLOAD_BYTES = const(13)
+ACK_PAYLOAD_BYTES = const(2)
+C_CONTACTOR = const(1)  # a0: CONTACTOR_OPEN / _PRECHARGE / _CLOSED
+C_BALANCE = const(2)  # a0: bit mask of the cells whose bleed resistor is switched on (bit 0 = cell 0)
+C_CHARGER = const(3)  # a0: pack voltage limit mV, a1: charge current limit mA, a2: discharge current limit mA
+C_ACTUATOR = const(4)  # a0: cell index, a1: dose duration ms (the self-healing additive port)
+CONTACTOR_OPEN = const(0)
+CONTACTOR_PRECHARGE = const(1)
+CONTACTOR_CLOSED = const(2)
+S_OK = const(0)
+S_REFUSED = const(1)  # valid, but not in the present state (e.g. the actuator is still dosing)
+S_BAD_ARGS = const(2)
+S_UNSUPPORTED = const(3)  # this front-end has no such output
+
+# Sample flags: what the front-end's outputs really are (auxiliary contacts, charger status).
+F_CONTACTOR_MASK = const(0x03)  # the contactor state as CONTACTOR_* from its auxiliary contact
+F_CV = const(0x04)  # the charger holds the pack voltage limit
+F_CURRENT_LIMITED = const(0x08)  # the load or charger is held at a current limit
+F_DOSING = const(0x10)  # the actuator port is dosing
 
 # Sample reply payload: t_ms u32, cells u8, flags u8, current_mA i32, then per cell
 # CELL_FIELDS i32 in wire.CELL_QUANTITIES order. ABSENT marks a reading the sensor did not deliver:
@@ -151,15 +176,15 @@ class Codec:
         return end + 4
 
 
-def encode_sample(codec, seq, t_ms, current_mA, rows):
+def encode_sample(codec, seq, t_ms, current_mA, rows, flags=0):
     """A sample reply into `codec` (sized by sample_payload_bytes(len(rows))): sample time, pack
-    current and per cell CELL_FIELDS values (None: absent, for the current too). Returns the frame length (the frame is
-    codec.buf)."""
+    current and per cell CELL_FIELDS values (None: absent, for the current too), and the F_* flags.
+    Returns the frame length (the frame is codec.buf)."""
     buf = codec.buf
     off = HEADER_BYTES
     put_u32(buf, off, t_ms)
     buf[off + 4] = len(rows)
-    buf[off + 5] = 0
+    buf[off + 5] = flags
     put_i32(buf, off + 6, ABSENT if current_mA is None else current_mA)
     off += SAMPLE_HEAD_BYTES
     for row in rows:  # no allocation: a test fake runs this under MicroPython with the heap locked
@@ -173,3 +198,13 @@ def encode_sample(codec, seq, t_ms, current_mA, rows):
             buf[off + 3] = (value >> 24) & 0xFF
             off += 4
     return codec.encode(T_SAMPLE, seq, off - HEADER_BYTES)
+
+
+def encode_command(codec, seq, command, a0=0, a1=0, a2=0):
+    """A T_COMMAND request into `codec` (max_payload >= COMMAND_PAYLOAD_BYTES); returns its length."""
+    buf = codec.buf
+    buf[HEADER_BYTES] = command
+    put_i32(buf, HEADER_BYTES + 1, a0)
+    put_i32(buf, HEADER_BYTES + 5, a1)
+    put_i32(buf, HEADER_BYTES + 9, a2)
+    return codec.encode(T_COMMAND, seq, COMMAND_PAYLOAD_BYTES)

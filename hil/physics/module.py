@@ -73,6 +73,10 @@ class CellModule:
         self.t_s = 0.0
         self.current_A = 0.0
         self._heat_W = np.zeros(n_cells)
+        # Abuse inputs (hil.faults), None when absent so that a healthy step costs nothing: a conductance across
+        # each cell inside its can (an internal short), and heat of side reactions per cell.
+        self.short_conductance_S: np.ndarray | None = None
+        self.extra_heat_W: np.ndarray | None = None
         self._apply_ageing()
         self._readout = np.empty((8, n_cells))
         self._readout_step = -1
@@ -92,9 +96,20 @@ class CellModule:
         # The parameters at the present state: the last read-out's, when one was made since the last
         # step (same SoC and temperatures), which halves the lookups of a module that is read every step.
         values = self._values()
+        if self.short_conductance_S is not None:
+            # An internal short drains its cell alone: I_s = V·G at the start-of-step terminal voltage, held over the
+            # step (dSoC = −I_s·dt/Q); its Joule heat V²·G stays in the cell. The short current's own polarisation
+            # of the cell (I_s·R0, a few mV for a soft short) is neglected.
+            short_V = values[OCV] + self.ecm.overpotential_V(self.current_A, values)
+            short_A = short_V * self.short_conductance_S
         self.ecm.advance(current_A, dt_s, values)
         # Heat from the end-of-step overpotential with the step's parameters.
         self._heat_W = thermal.heat_W(current_A, self.ecm.overpotential_V(current_A, values), temp_C, values[DUDT])
+        if self.short_conductance_S is not None:
+            self.ecm.soc -= short_A * dt_s / self.ecm.capacity_As
+            self._heat_W += short_V * short_A
+        if self.extra_heat_W is not None:
+            self._heat_W += self.extra_heat_W
         self.thermal.advance(self._heat_W, dt_s)
         self._pending_Ah += abs(current_A) * dt_s / 3600.0
         self._pending_s += dt_s
@@ -120,6 +135,11 @@ class CellModule:
         self._apply_ageing()
         self.t_s += cycles * cycle_duration_s
         self._steps += 1
+
+    def drain(self, current_A: np.ndarray, dt_s: float) -> None:
+        """Take charge from each cell through a path outside it (balancing bleed resistors: current_A > 0
+        drains): SoC only, as their heat goes to the board, not into the cell."""
+        self.ecm.soc = self.ecm.soc - current_A * dt_s / self.ecm.capacity_As
 
     def set_state(self, soc: PerCell | None = None, temp_C: PerCell | None = None,
                   capacity_factor: PerCell | None = None, resistance_factor: PerCell | None = None,

@@ -202,9 +202,11 @@ class ImperfectChannels:
     def __init__(self, coeffs: Mapping[str, FloatArray], pivot: FloatArray, wire_per_unit: FloatArray,
                  lo_wire: FloatArray, hi_wire: FloatArray, rng: np.random.Generator) -> None:
         self._gain = 1.0 + coeffs["gain_error"]
-        self._offset = coeffs["offset"] - pivot * coeffs["gain_error"]  # pivot folded into the offset
+        self._drawn_offset = coeffs["offset"] - pivot * coeffs["gain_error"]  # pivot folded into the offset
+        self._offset = self._drawn_offset.copy()
         self._drift_per_h = coeffs["drift_per_h"]
-        self._noise_rms = coeffs["noise_rms"]
+        self._drawn_noise_rms = coeffs["noise_rms"]
+        self._noise_rms = self._drawn_noise_rms.copy()
         self._inv_quant = 1.0 / coeffs["quant"]
         self._quant_wire = coeffs["quant"] * wire_per_unit
         self._whole_wire_steps = bool(np.all(self._quant_wire == np.rint(self._quant_wire)))
@@ -213,6 +215,12 @@ class ImperfectChannels:
         self._dropout_prob = coeffs["dropout_prob"]
         self._lo, self._hi = lo_wire, hi_wire
         self._rng = rng
+
+    def degrade(self, index: int, offset_shift: float = 0.0, noise_factor: float = 1.0) -> None:
+        """Channel `index` with its drawn offset shifted and its drawn noise rms scaled (a sensor fault);
+        the defaults restore it."""
+        self._offset[index] = self._drawn_offset[index] + offset_shift
+        self._noise_rms[index] = self._drawn_noise_rms[index] * noise_factor
 
     def sample(self, x: FloatArray, t_h: float) -> tuple[IntArray, BoolArray]:
         """(wire integers with ABSENT where absent, present mask) for true inputs x."""
@@ -315,6 +323,14 @@ class SensorSuite:
         if field == "gas_ppm":
             return 0.0, self.drawn["gas.full_scale_ppm"]
         return _WIRE_LIMITS[field]
+
+    def degrade(self, field: str, cell: int, offset_shift: float = 0.0, noise_factor: float = 1.0) -> None:
+        """A sensor fault on one channel (a CELL_FIELDS field and cell, or "current_mA" with any cell): its
+        offset shifted by offset_shift (in the ranges-file unit) and its noise rms times noise_factor; the
+        defaults restore the drawn values."""
+        n = self.n_cells
+        index = len(CELL_CHANNELS) * n if field == "current_mA" else CELL_FIELDS.index(field) * n + cell
+        self._bank.degrade(index, offset_shift, noise_factor)
 
     def fbg_calibration(self) -> FbgCoeffs:
         """The gratings' calibration sheet (a user knows it; it is not a hidden imperfection)."""

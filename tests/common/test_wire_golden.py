@@ -241,6 +241,16 @@ tx = frame.Codec(0)
 n = tx.encode(frame.T_NACK, 0, 0)
 emit("frame.nack_hex", hexof(tx.buf, n))
 
+# a charger command (three i32 arguments, one negative to cover the sign) and its ack
+tx = frame.Codec(frame.COMMAND_PAYLOAD_BYTES)
+n = frame.encode_command(tx, REQ_SEQ, frame.C_CHARGER, 58800, 2900, -1)
+emit("frame.command_hex", hexof(tx.buf, n))
+tx = frame.Codec(frame.ACK_PAYLOAD_BYTES)
+tx.buf[H] = frame.C_CHARGER
+tx.buf[H + 1] = frame.S_REFUSED
+n = tx.encode(frame.T_COMMAND_ACK, REQ_SEQ, frame.ACK_PAYLOAD_BYTES)
+emit("frame.ack_hex", hexof(tx.buf, n))
+
 ints = []
 scratch = bytearray(4)
 for v in (0, 1, -1, 255, -256, 65535, -65536, (1 << 30) - 1, -(1 << 30) + 1, 1 << 30, -(1 << 30)):
@@ -407,6 +417,13 @@ def test_frame_vectors_independently(golden: dict) -> None:
     # NACK
     raw, length, ftype, seq, payload, crc = _frame_fields(golden["frame.nack_hex"])
     assert (length, ftype, seq, crc) == (0, 0x7F, 0, zlib.crc32(raw[2:7]))
+
+    # command and its ack
+    raw, length, ftype, seq, payload, crc = _frame_fields(golden["frame.command_hex"])
+    assert (length, ftype, seq, crc) == (13, 0x02, REQ_SEQ & 0xFFFF, zlib.crc32(raw[2:20]))
+    assert struct.unpack("<B3i", payload) == (3, 58800, 2900, -1)
+    raw, length, ftype, seq, payload, crc = _frame_fields(golden["frame.ack_hex"])
+    assert (length, ftype, seq, payload, crc) == (2, 0x82, REQ_SEQ & 0xFFFF, b"\x03\x01", zlib.crc32(raw[2:9]))
 
     # 2-cell sample reply
     raw, length, ftype, seq, payload, crc = _frame_fields(golden["frame.reply_hex"])

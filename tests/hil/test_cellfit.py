@@ -107,7 +107,8 @@ def test_us06_replay_error(validation: dict[str, Any]) -> None:
 
 
 def mismatch(expected: Any, actual: Any, path: str = "") -> str | None:
-    """First difference between two JSON documents; numbers agree to 1e-5 relative (float noise across builds)."""
+    """First difference between two JSON documents; numbers agree to 1e-4 relative: the least-squares fits land
+    ~1e-5 apart on different CPUs (SIMD paths of the BLAS), e.g. a C1 of 158.748 F here and 158.750 F on CI."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         if list(expected) != list(actual):
             return f"{path or 'top level'}: keys {list(expected)} != {list(actual)}"
@@ -118,7 +119,7 @@ def mismatch(expected: Any, actual: Any, path: str = "") -> str | None:
         return next((m for i, (e, a) in enumerate(zip(expected, actual, strict=True))
                      if (m := mismatch(e, a, f"{path}[{i}]"))), None)
     if isinstance(expected, float | int) and isinstance(actual, float | int) and not isinstance(expected, bool):
-        same = math.isclose(expected, actual, rel_tol=1e-5, abs_tol=1e-12)
+        same = math.isclose(expected, actual, rel_tol=1e-4, abs_tol=1e-12)
         return None if same else f"{path}: {expected} != {actual}"
     return None if expected == actual else f"{path}: {expected!r} != {actual!r}"
 

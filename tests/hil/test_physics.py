@@ -18,7 +18,7 @@ from hil.physics.ageing import AgeingState, fast_forward
 from hil.physics.ecm import GAS_CONSTANT_J_PER_MOLK, KELVIN, R0, Ecm
 from hil.physics.params import AgeingParams, SocTable, Table, from_dict
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "models" / "cells" / "example_nca_18650.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "models" / "cells" / "panasonic_ncr18650pf_25C.json"  # fitted
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,8 @@ def test_heat_flows_from_a_hot_cell_to_its_neighbour(example: CellParams) -> Non
 
 def test_spread_is_reproducible_from_the_seed(example: CellParams) -> None:
     def trace(seed: int) -> np.ndarray:
-        module = CellModule(example, 8, seed=seed, initial_soc=0.6)
+        # The fitted file has no self-discharge (the recordings cannot show it): give it some, to see its spread.
+        module = CellModule(replace(example, self_discharge_A=3e-5), 8, seed=seed, initial_soc=0.6)
         first = np.concatenate([module.capacity_Ah, module.r0_ohm, module.soc, module.ecm.self_discharge_A])
         for k in range(200):
             module.step(2.0 if k % 50 < 25 else -3.0, 1.0)
@@ -247,7 +248,7 @@ def broken(change: Any) -> dict[str, Any]:
      r"'OCV \[V\]'\.Temperature \[degC\] must be strictly ascending"),
     (lambda d: d["R2 [Ohm]"]["values"][0].__setitem__(3, -0.01), r"'R2 \[Ohm\]' has negative values"),
     (lambda d: d["OCV [V]"]["values"][0].__setitem__(5, 3.0), r"'OCV \[V\]' must be strictly increasing in SoC"),
-    (lambda d: d["C1 [F]"]["values"][0].pop(), r"'C1 \[F\]': values has shape \(1, 6\), expected \(1, 7\)"),
+    (lambda d: d["C1 [F]"]["values"][0].pop(), r"'C1 \[F\]': values has shape \(1, \d+\), expected \(1, \d+\)"),
     (lambda d: d["OCV hysteresis [V]"]["values"].pop(), r"'OCV hysteresis \[V\]': values has shape"),
     (lambda d: d.update({"Coulombic efficiency": 1.2}), r"'Coulombic efficiency' must be in \(0, 1\]"),
     (lambda d: d["sources"].pop("R0 [Ohm]"), r"'sources' has no citation for 'R0 \[Ohm\]'"),
