@@ -1,9 +1,12 @@
 """Fits a two-RC equivalent-circuit cell model to cycler logs and writes its parameter file and model card.
 
 OCV(SoC) and the hysteresis half-width come from a C/20 discharge/charge test, R0 and two RC pairs per SoC level
-from the relaxations after HPPC pulses; what these tests cannot measure (thermal, ageing, entropic, activation
-energies, coulombic efficiency, hysteresis rate) is filled in from literature, each with its source. The fitted
-model is replayed on a drive-cycle log to report its voltage error.
+from the relaxations after HPPC pulses. When a pulse set has pulses at MIN_RATES or more current levels, R0 and the
+exchange current I0 of the charge-transfer element (hil.physics.ecm) are fitted jointly to the voltage steps of all
+its pulses, dV = R0*I + (2RT/F)*asinh(I/(2*I0)); otherwise R0 is the step over the current of the pulses at the
+fitted current and the file has no I0 (linear model). What these tests cannot measure (thermal, ageing, entropic,
+activation energies, coulombic efficiency, hysteresis rate) is filled in from literature, each with its source. The
+fitted model is replayed on a drive-cycle log to report its voltage error.
 
     python -m hil.cellfit C20.mat PULSE.mat --validate US06.mat --name NAME --out models/cells/NAME.json
 """
@@ -21,15 +24,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import least_squares  # type: ignore[import-untyped]
+from scipy.optimize import least_squares, lsq_linear, minimize  # type: ignore[import-untyped]
 
 from hil.cycler import CyclerFormatError, CyclerLog, coulomb_soc, cumulative_charge_Ah, read_log
 
 FloatArray = npt.NDArray[np.float64]
 
-FIT_VERSION = "1"
+FIT_VERSION = "2"
 TEMPERATURE_C = 25.0
 GAS_CONSTANT_J_per_molK = 8.314462618
+FARADAY_C_per_mol = 96485.33212
+KELVIN = 273.15
 # SoC grid of every table: 0.5 % steps where the OCV is steep (both ends), 1 % in between.
 SOC_GRID: FloatArray = np.round(np.concatenate((np.arange(0.0, 0.1, 0.005), np.arange(0.1, 0.9, 0.01),
                                                 np.arange(0.9, 1.0 + 1e-9, 0.005))), 6).astype(np.float64)
@@ -38,6 +43,10 @@ OCV_MIN_STEP_V = 1e-4  # the monotone fix makes OCV rise by at least this per gr
 END_GAP_WINDOW_SOC = 0.05  # the branch gap near the charge branch's end, taken over this much SoC
 PULSE_CURRENT_TOLERANCE = 0.1  # a pulse matches the requested current within 10 %
 MIN_PULSE_S = 5.0  # shorter pulses were cut by the voltage limit and are skipped
+MAX_PULSE_S = 60.0  # a longer run (the discharge to the next SoC level) separates pulse sets
+MIN_RATES = 3  # current levels in a pulse set needed to fit I0 besides R0 (two unknowns, one spare)
+I0_BOUNDS_A = (1e-3, 1e4)  # I0 at the upper bound: the kinetics look linear over the pulse currents
+I0_STARTS_A = (0.3, 3.0, 30.0)
 LOG_GAP_S = 60.0  # a time step longer than this ends a relaxation (unlogged steps in the HPPC file)
 # Fast pair (charge transfer, double layer) and slow pair (diffusion). Disjoint bounds keep tau1 < tau2. On these
 # 10 s pulses the best fits put tau1 at the 0.3 s floor (3 samples at 10 Hz) and tau2 at 30-50 s: a pair of hundreds
@@ -47,6 +56,11 @@ TAU2_BOUNDS_S = (20.0, 3000.0)
 R_BOUNDS_OHM = (0.0, 0.5)
 TAU1_STARTS_S = (1.0, 5.0)
 TAU2_STARTS_S = (100.0, 500.0)
+# Drive fit (fit_drive): R1 and R2 piecewise linear on these SoC knots (denser at the steep ends of the OCV), one
+# tau1 and one tau2 for all SoC.
+DRIVE_KNOTS_SOC = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+DRIVE_R_FLOOR_OHM = 1e-5  # the loader needs R > 0 in an RC branch
+DRIVE_LOG_TAU_TOLERANCE = 0.02  # Nelder-Mead stops when ln(tau) moves less: 2 %
 
 DATASET = ("Kollmeyer, P. (2018) Panasonic 18650PF Li-ion Battery Data, Mendeley Data V1, "
            "doi:10.17632/wykht8y7tg.1 (CC BY 4.0)")
@@ -132,10 +146,36 @@ class PulseFit:
 
 
 @dataclass(frozen=True)
+class StepFit:
+    """The instantaneous response of one pulse set: the voltage step at each pulse's start and end over its current."""
+
+    soc: float  # of the set's pulse at the fitted current (PulseFit.soc)
+    currents_A: list[float]  # signed, > 0 charges
+    steps_V: list[float]  # mean of the entry step and the reversed exit step, signed like the current
+    r0_ohm: float
+    i0_A: float | None  # None: fewer than MIN_RATES current levels, R0 fitted with I0 interpolated from other sets
+    rmse_mV: float  # of the step fit
+
+
+@dataclass(frozen=True)
+class DriveFit:
+    """The RC pairs fitted to a drive's voltage (fit_drive)."""
+
+    tau1_s: float
+    tau2_s: float
+    r1_ohm: list[float]  # at DRIVE_KNOTS_SOC
+    r2_ohm: list[float]
+    rmse_before_mV: float  # the drive replayed with the RC pairs the drive fit started from
+    rmse_mV: float
+    evaluations: int  # of the linear knot fit in the time-constant search
+
+
+@dataclass(frozen=True)
 class CellFit:
     params: dict[str, Any]
     ocv: OcvFit
     pulses: list[PulseFit]
+    steps: list[StepFit]  # empty for the linear fit (no set with MIN_RATES current levels)
 
 
 def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
@@ -221,27 +261,105 @@ def fit_pulse(log: CyclerLog, first: int, end: int, relax_end: int, soc: float) 
                     tau2_s=float(np.exp(log_tau2)), rmse_mV=float(np.sqrt(np.mean(fit.fun ** 2)) * 1e3))
 
 
+def _pulse_sets(log: CyclerLog) -> list[list[tuple[int, int]]]:
+    """Full-length pulses of either sign (MIN_PULSE_S..MAX_PULSE_S long, not at the log's edges), grouped into the sets
+    between log gaps and longer runs (the level discharges)."""
+    gaps = np.flatnonzero(np.diff(log.time_s) > LOG_GAP_S) + 1
+    runs = _runs(np.abs(log.current_A) > REST_CURRENT_A)
+    length_s = [float(log.time_s[end - 1] - log.time_s[first]) for first, end in runs]
+    bounds = np.sort(np.concatenate([gaps, [first for (first, _), d in zip(runs, length_s, strict=True)
+                                            if d > MAX_PULSE_S]]))
+    sets: dict[int, list[tuple[int, int]]] = {}
+    for (first, end), d in zip(runs, length_s, strict=True):
+        if MIN_PULSE_S <= d <= MAX_PULSE_S and first > 0 and end < len(log):
+            sets.setdefault(int(bounds.searchsorted(first, "right")), []).append((first, end))
+    return list(sets.values())
+
+
+def _is_reference(log: CyclerLog, first: int, end: int, pulse_current_A: float) -> bool:
+    current_A = -float(np.mean(log.current_A[first:end]))
+    return abs(current_A - pulse_current_A) <= PULSE_CURRENT_TOLERANCE * pulse_current_A
+
+
 def fit_pulses(log: CyclerLog, capacity_Ah: float, pulse_current_A: float = 2.9) -> list[PulseFit]:
     """Every full-length discharge pulse of about pulse_current_A, placed on the SoC axis by the tester's Ah counter
     (the HPPC file leaves out the discharges between pulse sets, so integrating current would lose them)."""
     if log.ah is None:
         raise ValueError("the pulse log needs the tester's Ah column to place pulse sets on the SoC axis")
     gaps = np.flatnonzero(np.diff(log.time_s) > LOG_GAP_S) + 1
-    runs = _runs(log.current_A < -REST_CURRENT_A)
+    starts = [first for first, _ in _runs(np.abs(log.current_A) > REST_CURRENT_A)]
     fits = []
-    for n, (first, end) in enumerate(runs):
-        current_A = -float(np.mean(log.current_A[first:end]))
-        if abs(current_A - pulse_current_A) > PULSE_CURRENT_TOLERANCE * pulse_current_A:
+    for first, end in (pulse for pulses in _pulse_sets(log) for pulse in pulses):
+        if not _is_reference(log, first, end, pulse_current_A):
             continue
-        if log.time_s[end - 1] - log.time_s[first] < MIN_PULSE_S or end >= len(log) or first == 0:
-            continue
-        next_start = runs[n + 1][0] if n + 1 < len(runs) else len(log)
-        relax_end = min([next_start, len(log), *(g for g in gaps.tolist() if g > end)])
+        relax_end = min([len(log), *(g for g in gaps.tolist() if g > end), *(s for s in starts if s > end)])
         soc = 1.0 + (log.ah[end] - log.ah[0]) / capacity_Ah
         fits.append(fit_pulse(log, first, end, relax_end, float(soc)))
     if not fits:
         raise ValueError(f"no full-length {pulse_current_A} A discharge pulses found in the pulse log")
     return sorted(fits, key=lambda f: f.soc)
+
+
+def thermal_voltage_V(temp_C: float | FloatArray) -> float | FloatArray:
+    """2RT/F, the scale of the symmetric Butler-Volmer overpotential (2RT/F)*asinh(I/(2*I0))."""
+    return 2.0 * GAS_CONSTANT_J_per_molK * (np.asarray(temp_C) + KELVIN) / FARADAY_C_per_mol
+
+
+def fit_step(currents_A: FloatArray, steps_V: FloatArray, temp_C: float = TEMPERATURE_C) -> tuple[float, float]:
+    """(R0, I0) by least squares on steps_V = R0*I + (2RT/F)*asinh(I/(2*I0)) over signed pulse currents."""
+    b_V = thermal_voltage_V(temp_C)
+    linear = float(np.dot(currents_A, steps_V) / np.dot(currents_A, currents_A))
+    lower, upper = [R_BOUNDS_OHM[0], np.log(I0_BOUNDS_A[0])], [R_BOUNDS_OHM[1], np.log(I0_BOUNDS_A[1])]
+
+    def residual(x: FloatArray) -> FloatArray:
+        return np.asarray(x[0] * currents_A + b_V * np.arcsinh(currents_A / (2.0 * np.exp(x[1]))) - steps_V)
+
+    # The asinh makes the fit non-convex in I0: a few starts spanning the currents, the best kept.
+    fit = min((least_squares(residual, np.clip([0.5 * linear, np.log(i0)], lower, upper), bounds=(lower, upper),
+                             x_scale="jac") for i0 in I0_STARTS_A), key=lambda f: f.cost)
+    return float(fit.x[0]), float(np.exp(fit.x[1]))
+
+
+def _levels(currents_A: FloatArray) -> int:
+    """Distinct current levels: magnitudes and signs more than PULSE_CURRENT_TOLERANCE apart."""
+    ordered = np.sort(currents_A)
+    return 1 + int(np.count_nonzero(np.diff(ordered) > PULSE_CURRENT_TOLERANCE * np.abs(ordered[1:])))
+
+
+def fit_steps(log: CyclerLog, pulses: list[PulseFit], capacity_Ah: float, pulse_current_A: float) -> list[StepFit]:
+    """R0 and I0 per pulse set from the voltage steps of all its pulses, when some set has MIN_RATES current levels;
+    sets with fewer get R0 alone, with I0 interpolated in SoC from the others. [] when no set qualifies."""
+    assert log.ah is not None  # fit_pulses has checked
+    v, i = log.voltage_V, log.current_A
+    by_soc = {p.soc: p for p in pulses}
+    sets = []
+    for pulse_set in _pulse_sets(log):
+        reference = [end for first, end in pulse_set if _is_reference(log, first, end, pulse_current_A)]
+        if not reference:
+            continue
+        soc = float(1.0 + (log.ah[reference[0]] - log.ah[0]) / capacity_Ah)  # as in fit_pulses
+        currents = np.array([float(np.mean(i[a:b])) for a, b in pulse_set])
+        steps = np.array([0.5 * ((v[a] - v[a - 1]) - (v[b] - v[b - 1])) for a, b in pulse_set])
+        sets.append((by_soc[soc], currents, steps))
+    if not any(_levels(currents) >= MIN_RATES for _, currents, _ in sets):
+        return []
+    fitted = {p.soc: fit_step(currents, steps) for p, currents, steps in sets if _levels(currents) >= MIN_RATES}
+    known = sorted(fitted)
+    b_V = thermal_voltage_V(TEMPERATURE_C)
+    fits = []
+    for p, currents, steps in sets:
+        i0: float | None
+        if p.soc in fitted:
+            r0, i0 = fitted[p.soc]
+            model = r0 * currents + b_V * np.arcsinh(currents / (2.0 * i0))
+        else:
+            # R0 by linear least squares with the exchange current of the neighbouring sets.
+            kinetic = b_V * np.arcsinh(currents / (2.0 * np.interp(p.soc, known, [fitted[s][1] for s in known])))
+            r0, i0 = float(np.dot(currents, steps - kinetic) / np.dot(currents, currents)), None
+            model = r0 * currents + kinetic
+        fits.append(StepFit(soc=p.soc, currents_A=currents.tolist(), steps_V=steps.tolist(), r0_ohm=r0, i0_A=i0,
+                            rmse_mV=float(np.sqrt(np.mean((model - steps) ** 2)) * 1e3)))
+    return fits
 
 
 def _table(values: FloatArray) -> dict[str, Any]:
@@ -262,19 +380,34 @@ def _on_grid(fits: list[PulseFit], attr: str) -> FloatArray:
     return np.interp(SOC_GRID, [f.soc for f in fits], [getattr(f, attr) for f in fits])
 
 
+def pulse_rc_tables(pulses: list[PulseFit]) -> dict[str, Any]:
+    """The R1, C1, R2, C2 tables of the relaxation fits on SOC_GRID (C = tau/R)."""
+    r1, r2 = (_on_grid(pulses, a) for a in ("r1_ohm", "r2_ohm"))
+    tau1, tau2 = _on_grid(pulses, "tau1_s"), _on_grid(pulses, "tau2_s")
+    return {"R1 [Ohm]": _table(r1), "C1 [F]": _table(tau1 / r1), "R2 [Ohm]": _table(r2), "C2 [F]": _table(tau2 / r2)}
+
+
 def fit(c20: CyclerLog, pulse: CyclerLog, name: str, pulse_current_A: float = 2.9) -> CellFit:
     ocv = fit_ocv(c20)
     pulses = fit_pulses(pulse, ocv.capacity_Ah, pulse_current_A)
-    r0, r1, r2 = (_on_grid(pulses, a) for a in ("r0_ohm", "r1_ohm", "r2_ohm"))
-    tau1, tau2 = _on_grid(pulses, "tau1_s"), _on_grid(pulses, "tau2_s")
-    # At C/20 for ~20 h both RC pairs are fully charged, so the resistive part of the half gap is I*(R0+R1+R2), not
-    # I*R0 alone; what remains is the hysteresis half-width H, so the model reproduces both C/20 branches.
-    hysteresis = np.maximum(ocv.half_gap_V - ocv.current_A * (r0 + r1 + r2), 0.0)
+    steps = fit_steps(pulse, pulses, ocv.capacity_Ah, pulse_current_A)
+    r1, r2 = (_on_grid(pulses, a) for a in ("r1_ohm", "r2_ohm"))
+    # At C/20 for ~20 h both RC pairs are fully charged, so the resistive part of the half gap is I*(R0+R1+R2) (plus
+    # the charge-transfer overpotential), not I*R0 alone; what remains is the hysteresis half-width H, so the model
+    # reproduces both C/20 branches.
+    if steps:
+        with_i0 = [f for f in steps if f.i0_A is not None]
+        r0 = np.interp(SOC_GRID, [f.soc for f in steps], [f.r0_ohm for f in steps])
+        i0 = np.interp(SOC_GRID, [f.soc for f in with_i0], [f.i0_A for f in with_i0 if f.i0_A is not None])
+        kinetic_V = thermal_voltage_V(TEMPERATURE_C) * np.arcsinh(ocv.current_A / (2.0 * i0))
+    else:
+        r0, kinetic_V = _on_grid(pulses, "r0_ohm"), np.zeros_like(SOC_GRID)
+    hysteresis = np.maximum(ocv.half_gap_V - ocv.current_A * (r0 + r1 + r2) - kinetic_V, 0.0)
     lit = {k: v for k, (v, _) in LITERATURE.items()}
     params: dict[str, Any] = {
         "name": name,
         "chemistry": "NCA",
-        "sources": _sources(ocv, pulses, pulse_current_A),
+        "sources": _sources(ocv, pulses, steps, pulse_current_A),
         "Nominal capacity [A.h]": _rounded(ocv.capacity_Ah),
         "Lower voltage cut-off [V]": 2.5,
         "Upper voltage cut-off [V]": 4.2,
@@ -282,17 +415,15 @@ def fit(c20: CyclerLog, pulse: CyclerLog, name: str, pulse_current_A: float = 2.
         "OCV hysteresis [V]": {"SoC": _rounded(SOC_GRID), "values": _rounded(hysteresis)},
         "Hysteresis rate [1/(A.s)]": lit["Hysteresis rate [1/(A.s)]"],
         "R0 [Ohm]": _table(r0),
-        "R1 [Ohm]": _table(r1),
-        "C1 [F]": _table(tau1 / r1),
-        "R2 [Ohm]": _table(r2),
-        "C2 [F]": _table(tau2 / r2),
+        **({"Exchange current [A]": _table(i0)} if steps else {}),
+        **pulse_rc_tables(pulses),
         "Resistance activation energy [J/mol]": lit["Resistance activation energy [J/mol]"],
         "Entropic change [V/K]": lit["Entropic change [V/K]"],
         "Coulombic efficiency": lit["Coulombic efficiency"],
         "Thermal": {k.split(".", 1)[1]: _rounded(v) for k, v in lit.items() if k.startswith("Thermal.")},
         "Ageing": {k.split(".", 1)[1]: v for k, v in lit.items() if k.startswith("Ageing.")},
     }
-    return CellFit(params=params, ocv=ocv, pulses=pulses)
+    return CellFit(params=params, ocv=ocv, pulses=pulses, steps=steps)
 
 
 def fit_cell(c20_log: CyclerLog, pulse_log: CyclerLog, name: str) -> dict[str, Any]:
@@ -300,7 +431,7 @@ def fit_cell(c20_log: CyclerLog, pulse_log: CyclerLog, name: str) -> dict[str, A
     return fit(c20_log, pulse_log, name).params
 
 
-def _sources(ocv: OcvFit, pulses: list[PulseFit], pulse_current_A: float) -> dict[str, str]:
+def _sources(ocv: OcvFit, pulses: list[PulseFit], steps: list[StepFit], pulse_current_A: float) -> dict[str, str]:
     socs = f"{len(pulses)} pulse sets at SoC {min(p.soc for p in pulses):.2f}-{max(p.soc for p in pulses):.2f}"
     rc = (f"Fitted: scipy least_squares on the 20-min relaxation after each {pulse_current_A:g} A, 10 s HPPC pulse "
           f"({socs}, placed with the tester's Ah counter over the C/20 capacity), V = Vinf - I*sum(Rk*(1-exp(-Tp/"
@@ -327,47 +458,142 @@ def _sources(ocv: OcvFit, pulses: list[PulseFit], pulse_current_A: float) -> dic
                      f"Data: {DATASET}."),
         "R1 [Ohm]": rc, "C1 [F]": rc, "R2 [Ohm]": rc, "C2 [F]": rc,
     }
+    if steps:
+        levels = sorted({round(c, 2) for f in steps for c in f.currents_A})
+        sources["R0 [Ohm]"] = sources["Exchange current [A]"] = (
+            f"Fitted: scipy least_squares per pulse set on the voltage steps of its pulses at {len(levels)} current "
+            f"levels ({', '.join(f'{c:g}' for c in levels)} A; mean of the steps at start and end, first samples ~0.1 "
+            f"s after them), step = R0*I + (2RT/F)*asinh(I/(2*I0)) at {TEMPERATURE_C:g} degC (symmetric Butler-Volmer, "
+            f"Newman & Thomas-Alyea, Electrochemical Systems, 3rd ed., ch. 8); sets with fewer than {MIN_RATES} levels "
+            f"get R0 alone with I0 interpolated from the others; interpolated linearly in SoC, end values held. "
+            f"Data: {DATASET}.")
+        sources["OCV hysteresis [V]"] = sources["OCV hysteresis [V]"].replace(
+            "I*(R0+R1+R2)", "I*(R0+R1+R2) + (2RT/F)*asinh(I/(2*I0))")
     sources.update({k: s for k, (_, s) in LITERATURE.items()})
     return sources
 
 
-def _simulate(params: dict[str, Any], time_s: FloatArray, current_A: FloatArray, soc: FloatArray,
-              h0_V: float) -> FloatArray:
-    """Terminal voltage of the 2-RC model with one-state hysteresis (current positive = charge), isothermal at
-    the table temperature. Per step dt with the mean current I: v_k <- v_k*e + R_k*I*(1-e), e = exp(-dt/tau_k);
-    h <- target + (h - target)*exp(-rate*|I|*dt), target = sign(I)*H(SoC); V = OCV + h + R0*I + v1 + v2."""
-    def table(key: str) -> FloatArray:
-        return np.interp(soc, params[key]["SoC"], params[key]["values"][0])
+@dataclass(frozen=True)
+class _Replay:
+    """A log replayed through the model up to the RC pairs: everything but v1 + v2."""
 
-    ocv = table("OCV [V]")
-    r0, r1, r2 = table("R0 [Ohm]"), table("R1 [Ohm]"), table("R2 [Ohm]")
-    tau1, tau2 = r1 * table("C1 [F]"), r2 * table("C2 [F]")
+    soc: FloatArray  # coulomb-counted from 1
+    dt_s: FloatArray
+    current_A: FloatArray  # mean over each step, > 0 charges
+    factor: FloatArray  # Arrhenius factor of R0, R1, R2 at the cell temperature
+    static_V: FloatArray  # OCV + h + R0*I + eta
+
+
+def _table_at(params: dict[str, Any], key: str, soc: FloatArray) -> FloatArray:
+    return np.asarray(np.interp(soc, params[key]["SoC"], params[key]["values"][0]))
+
+
+def _replay(params: dict[str, Any], log: CyclerLog, follow_temperature: bool) -> _Replay:
+    """The 2-RC model with one-state hysteresis (current positive = charge) on a log that starts at rest after a full
+    charge: SoC coulomb-counted from 1 on the file's capacity, hysteresis state on the charge branch (+H), at the
+    logged cell temperature (follow_temperature) or isothermal at the table temperature. Off the single-temperature
+    tables resistances scale by exp(Ea/R*(1/T - 1/T_table)) and I0 by exp(-Ea_I0/R*(1/T - 1/T_table)) as in
+    hil.physics.ecm; the OCV stays at the table temperature (the entropic slope is a literature guess here). Per step
+    dt with the mean current I: h <- target + (h - target)*exp(-rate*|I|*dt), target = sign(I)*H(SoC); static part
+    OCV + h + R0*I + eta with the charge-transfer overpotential eta = (2RT/F)*asinh(I/(2*I0)) when the file has an
+    exchange current."""
+    soc = np.clip(coulomb_soc(log, params["Nominal capacity [A.h]"], soc0=1.0), 0.0, 1.0)
+    time_s, current_A = log.time_s, log.current_A
+    table_C = params["R0 [Ohm]"]["Temperature [degC]"][0]
+    temp_C = log.temp_C if follow_temperature and log.temp_C is not None else np.full_like(time_s, table_C)
+    inverse_K = 1.0 / (temp_C + KELVIN) - 1.0 / (table_C + KELVIN)
+    ea_J_per_mol = params["Resistance activation energy [J/mol]"]
+    factor = np.exp(ea_J_per_mol / GAS_CONSTANT_J_per_molK * inverse_K)
+    kinetic_V = np.zeros_like(current_A)
+    if "Exchange current [A]" in params:
+        ea_i0 = params.get("Exchange current activation energy [J/mol]", ea_J_per_mol)
+        i0 = _table_at(params, "Exchange current [A]", soc) * np.exp(-ea_i0 / GAS_CONSTANT_J_per_molK * inverse_K)
+        kinetic_V = thermal_voltage_V(temp_C) * np.arcsinh(current_A / (2.0 * i0))
     band = np.interp(soc, params["OCV hysteresis [V]"]["SoC"], params["OCV hysteresis [V]"]["values"])
     rate = params["Hysteresis rate [1/(A.s)]"]
     dt = np.diff(time_s, prepend=time_s[0])
     i_mean = 0.5 * (current_A + np.concatenate(([current_A[0]], current_A[:-1])))
-    v1 = v2 = 0.0
-    h = h0_V
-    out = np.empty_like(time_s)
+    h = np.empty_like(time_s)
+    h_V = float(np.interp(1.0, params["OCV hysteresis [V]"]["SoC"], params["OCV hysteresis [V]"]["values"]))
     for k in range(len(time_s)):
-        e1, e2 = np.exp(-dt[k] / tau1[k]), np.exp(-dt[k] / tau2[k])
-        v1 = v1 * e1 + r1[k] * i_mean[k] * (1 - e1)
-        v2 = v2 * e2 + r2[k] * i_mean[k] * (1 - e2)
         if i_mean[k] != 0.0:
             target = np.sign(i_mean[k]) * band[k]
-            h = target + (h - target) * np.exp(-rate * abs(i_mean[k]) * dt[k])
-        out[k] = ocv[k] + h + r0[k] * current_A[k] + v1 + v2
+            h_V = target + (h_V - target) * np.exp(-rate * abs(i_mean[k]) * dt[k])
+        h[k] = h_V
+    static_V = _table_at(params, "OCV [V]", soc) + h + _table_at(params, "R0 [Ohm]", soc) * factor * current_A
+    return _Replay(soc=soc, dt_s=dt, current_A=i_mean, factor=factor, static_V=static_V + kinetic_V)
+
+
+def _rc_V(drive_V: FloatArray, tau_s: FloatArray | float, dt_s: FloatArray) -> FloatArray:
+    """An RC branch from rest, exact per step for the step's mean current: v <- v*e + R*I*(1 - e), e = exp(-dt/tau).
+    drive_V is R*I per step; with columns (n steps, m) it runs m branches of the same tau at once."""
+    decay = np.broadcast_to(np.exp(-dt_s / tau_s), dt_s.shape)
+    out = np.empty_like(drive_V)
+    v_V = np.zeros_like(drive_V[0])
+    for k in range(len(dt_s)):
+        v_V = v_V * decay[k] + drive_V[k] * (1.0 - decay[k])
+        out[k] = v_V
     return out
 
 
-def validate(params: dict[str, Any], log: CyclerLog) -> dict[str, Any]:
+def replay_V(params: dict[str, Any], log: CyclerLog, follow_temperature: bool = False) -> tuple[FloatArray, FloatArray]:
+    """(SoC, model terminal voltage) of the log replayed as in _replay, V = OCV + h + R0*I + eta + v1 + v2."""
+    rep = _replay(params, log, follow_temperature)
+    r1, r2 = (_table_at(params, k, rep.soc) for k in ("R1 [Ohm]", "R2 [Ohm]"))
+    tau1, tau2 = r1 * _table_at(params, "C1 [F]", rep.soc), r2 * _table_at(params, "C2 [F]", rep.soc)
+    rc_V = (_rc_V(r1 * rep.factor * rep.current_A, tau1, rep.dt_s)
+            + _rc_V(r2 * rep.factor * rep.current_A, tau2, rep.dt_s))
+    return rep.soc, rep.static_V + rc_V
+
+
+def fit_drive(params: dict[str, Any], log: CyclerLog, follow_temperature: bool = False) -> DriveFit:
+    """R1 and R2 piecewise linear on DRIVE_KNOTS_SOC and one tau1 and tau2, by least squares on the voltage of a
+    training drive replayed as in validate; OCV, hysteresis, R0 and I0 stay as given. For fixed time constants an RC
+    branch is a linear filter of R(SoC(t))*I(t), and R(SoC) is linear in its knot values, so the knot resistances
+    come from bounded linear least squares (scipy lsq_linear) and only tau1, tau2 need a nonlinear search
+    (Nelder-Mead on their logarithms within TAU1_BOUNDS_S and TAU2_BOUNDS_S, from the medians of the given
+    tables)."""
+    rep = _replay(params, log, follow_temperature)
+    knots = np.array(DRIVE_KNOTS_SOC)
+    # Column j: R = 1 Ohm at knot j, 0 at the others, times the Arrhenius factor and the current.
+    unit_V = np.stack([np.interp(rep.soc, knots, row) for row in np.eye(knots.size)], axis=1)
+    unit_V *= (rep.factor * rep.current_A)[:, np.newaxis]
+    target_V = log.voltage_V - rep.static_V
+
+    def knot_fit(log_tau: FloatArray) -> Any:
+        design = np.hstack([_rc_V(unit_V, float(np.exp(x)), rep.dt_s) for x in log_tau])
+        return lsq_linear(design, target_V, bounds=(DRIVE_R_FLOOR_OHM, R_BOUNDS_OHM[1]))
+
+    def median_tau(r: str, c: str) -> float:
+        return float(np.median(np.array(params[r]["values"][0]) * np.array(params[c]["values"][0])))
+
+    bounds = [np.log(TAU1_BOUNDS_S), np.log(TAU2_BOUNDS_S)]
+    start = np.clip(np.log([median_tau("R1 [Ohm]", "C1 [F]"), median_tau("R2 [Ohm]", "C2 [F]")]), *np.array(bounds).T)
+    search = minimize(lambda x: knot_fit(x).cost, start, method="Nelder-Mead", bounds=bounds,
+                      options={"xatol": DRIVE_LOG_TAU_TOLERANCE, "fatol": 1e-6})
+    best = knot_fit(search.x)
+    _, before_V = replay_V(params, log, follow_temperature)
+    return DriveFit(tau1_s=float(np.exp(search.x[0])), tau2_s=float(np.exp(search.x[1])),
+                    r1_ohm=best.x[:knots.size].tolist(), r2_ohm=best.x[knots.size:].tolist(),
+                    rmse_before_mV=float(np.sqrt(np.mean((before_V - log.voltage_V) ** 2)) * 1e3),
+                    rmse_mV=float(np.sqrt(np.mean(best.fun ** 2)) * 1e3), evaluations=int(search.nfev))
+
+
+def drive_rc_tables(drive: DriveFit) -> dict[str, Any]:
+    """The R1, C1, R2, C2 tables of a drive fit on SOC_GRID (C = tau/R)."""
+    r1, r2 = (np.interp(SOC_GRID, DRIVE_KNOTS_SOC, r) for r in (drive.r1_ohm, drive.r2_ohm))
+    return {"R1 [Ohm]": _table(r1), "C1 [F]": _table(drive.tau1_s / r1),
+            "R2 [Ohm]": _table(r2), "C2 [F]": _table(drive.tau2_s / r2)}
+
+
+def validate(params: dict[str, Any], log: CyclerLog, follow_temperature: bool = False) -> dict[str, Any]:
     """Replay a drive-cycle log that starts at rest after a full CC-CV charge (SoC 1 on the C/20 scale, hysteresis
-    state on the charge branch, +H): current in, coulomb-counted SoC, model voltage against the measured one."""
+    state on the charge branch, +H): current in, coulomb-counted SoC, model voltage against the measured one.
+    follow_temperature: feed the logged cell temperature through the activation energies (worth it only when those
+    are fitted; with this file's literature 25 kJ/mol the Panasonic US06 replay gets worse, 53 -> 61 mV), else
+    isothermal at the table temperature."""
     soc_grid = params["OCV [V]"]["SoC"]
-    capacity_Ah = params["Nominal capacity [A.h]"]
-    soc = np.clip(coulomb_soc(log, capacity_Ah, soc0=1.0), 0.0, 1.0)
-    h0 = float(np.interp(1.0, soc_grid, params["OCV hysteresis [V]"]["values"]))
-    v_model = _simulate(params, log.time_s, log.current_A, soc, h0)
+    soc, v_model = replay_V(params, log, follow_temperature)
     err_mV = (v_model - log.voltage_V) * 1e3
     loaded = np.flatnonzero(np.abs(log.current_A) > REST_CURRENT_A)
     drive = slice(0, int(loaded[-1]) + 1) if loaded.size else slice(None)
@@ -430,6 +656,9 @@ def model_card(cell: CellFit, logs: dict[str, CyclerLog], validation: dict[str, 
         "pulses": [{**{k: round(v, 6) for k, v in asdict(p).items()},
                     # Cross-check of the SoC placement: rest voltage before the pulse vs the fitted OCV there.
                     "rest minus OCV [mV]": round((p.rest_before_V - ocv_at(p.soc)) * 1e3, 1)} for p in cell.pulses],
+        "steps": [{"soc": round(f.soc, 6), "currents [A]": _rounded(f.currents_A), "steps [V]": _rounded(f.steps_V),
+                   "r0_ohm": round(f.r0_ohm, 6), "i0_A": None if f.i0_A is None else round(f.i0_A, 4),
+                   "rmse_mV": round(f.rmse_mV, 3)} for f in cell.steps],
         "pulse fit RMSE [mV]": {"min": round(min(p.rmse_mV for p in cell.pulses), 3),
                                 "max": round(max(p.rmse_mV for p in cell.pulses), 3)},
         "pulses with a time constant at a bound": {

@@ -312,7 +312,12 @@ def environment_versions() -> dict[str, str]:
                           "import sys; v = sys.implementation.version; print('%d.%d.%d %s' % (v[0], v[1], v[2], v[3]),"
                           " sys.version.split('MicroPython ')[-1])"],
                          capture_output=True, text=True, check=False).stdout.strip()
-    import paho.mqtt
+    from importlib import metadata
 
-    return {"micropython": out, "python": sys.version.split()[0], "paho_mqtt": paho.mqtt.__version__,
-            "platform": os.uname().machine}
+    versions = {"micropython": out, "python": sys.version.split()[0], "platform": os.uname().machine}
+    for package in ("paho-mqtt", "numpy", "scipy", "pybamm", "casadi"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

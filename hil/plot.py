@@ -1,5 +1,6 @@
-"""The PNG of a `hil run`: pack current, cell voltages, temperatures, true SoC and the sensor
-channels, truth beside what the board reported (samples.csv)."""
+"""The PNGs of the rig: stacked panels over time. `hil run`: pack current, cell voltages, temperatures, true SoC
+and the sensor channels, truth beside what the board reported (samples.csv); `hil replay` draws its own panels
+(hil.replay) with new_figure/save_figure."""
 
 from __future__ import annotations
 
@@ -11,6 +12,24 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def new_figure(n_panels: int, panel_height_in: float = 2.0) -> tuple[Figure, list[Axes]]:
+    fig, axes = plt.subplots(n_panels, 1, figsize=(10, panel_height_in * n_panels), sharex=True, squeeze=False)
+    return fig, list(axes[:, 0])
+
+
+def save_figure(fig: Figure, axes: list[Axes], title: str, xlabel: str, out_png: Path) -> Path:
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+    axes[0].set_title(title, fontsize=9)
+    axes[-1].set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
 
 
 def _column(rows: list[dict[str, str]], key: str, scale: float = 1.0) -> list[float]:
@@ -31,7 +50,7 @@ def plot_run(samples_csv: Path, out_png: Path, title: str) -> Path:
         ("ultrasonic ToF [ns]", None, 1.0, "board_tof_ns", 1.0),
         ("FBG shift [pm]", None, 1.0, "board_fbg_pm", 1.0),
     ]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.0 * len(panels)), sharex=True)
+    fig, axes = new_figure(len(panels))
     for ax, (label, truth_key, truth_scale, board_key, board_scale) in zip(axes, panels, strict=True):
         cells = ["0"] if label == "pack current [A]" else sorted(by_cell, key=int)
         for cell in cells:
@@ -45,10 +64,5 @@ def plot_run(samples_csv: Path, out_png: Path, title: str) -> Path:
                     values = [v - values[0] for v in values]  # shift from the start, per grating
                 ax.plot(t_s, values, lw=0.6, alpha=0.7)
         ax.set_ylabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].set_title(f"{title}: truth (black) and board readings (colours, one per cell)", fontsize=9)
-    axes[-1].set_xlabel("simulated time [s]")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, axes, f"{title}: truth (black) and board readings (colours, one per cell)",
+                       "simulated time [s]", out_png)

@@ -24,17 +24,15 @@ import csv
 import dataclasses
 import json
 import math
-import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 
+from hil.chain import run_chain
 from hil.cycler import (
     TIME_UNITS_S,
     CsvMapping,
@@ -46,13 +44,9 @@ from hil.cycler import (
     read_log,
     read_mat,
 )
-from hil.harness import Fleet
 from hil.physics import params as cell_params
-from host.store import open_store
+from hil.plot import new_figure, save_figure
 from soxcommon import wire
-
-matplotlib.use("Agg")  # files only: no display on a server or in CI
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
 
 # Roles a --columns mapping may name (CsvMapping's and MatFields' attribute names), and those --scale may scale.
 ROLES = ("time", "voltage", "current", "temperature", "ah", "soc")
@@ -371,7 +365,7 @@ def plot_replay(out_png: Path, module: ReplayModule, stored: dict[int, tuple[Any
     """The log at its own rate (black) and what the board stored (dots), on the replay timeline."""
     panels = (("current [A]", "current_A", 5, 1e-3), ("cell voltage [V]", "voltage_V", 7, 1e-3),
               ("cell temperature [°C]", "temp_C", 8, 0.1), ("reference SoC [-]", None, None, 1.0))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    fig, axes = new_figure(len(panels), panel_height_in=2.2)
     t_board_s = [s.t_ms / 1000 for s in module.sent]
     for ax, (label, attr, column, scale) in zip(axes, panels, strict=True):
         for k, replay_log in enumerate(module.logs):
@@ -393,13 +387,8 @@ def plot_replay(out_png: Path, module: ReplayModule, stored: dict[int, tuple[Any
                      for k in range(len(module.sent))]
             ax.plot(t_board_s, [v * scale for v in board], ".", ms=2.5, color="tab:orange")
         ax.set_ylabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].set_title(f"{title}: log (black, its own rate), board samples (dots), file starts (dashed)", fontsize=9)
-    axes[-1].set_xlabel("replay time [s]")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, axes, f"{title}: log (black, its own rate), board samples (dots), file starts (dashed)",
+                       "replay time [s]", out_png)
 
 
 def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOptions(), period_ms: int = 1000,
@@ -436,10 +425,6 @@ def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOpti
         raise ValueError(f"nothing to replay before {limit_s} s")
     run_name = name or Path(paths[0]).stem + (f"+{len(paths) - 1}" if len(paths) > 1 else "")
     out_dir = state_dir / "hil" / f"replay-{run_name}"
-    # A fresh board and store every time: the board's boot counter persists, and sample k is matched to the k-th
-    # reading by its sequence number in boot 1.
-    shutil.rmtree(out_dir / "run", ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     soc_text = (f"column {reference.column!r}" if reference.method == "column" else
                 f"coulomb counting ({'tester Ah column' if soc_from == 'ah' else 'logged current'}), "
                 f"{reference.capacity_Ah:.4f} Ah ({reference.capacity_from}), "
@@ -452,27 +437,8 @@ def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOpti
         modules.append(ReplayModule(replay_logs, reference))
         return modules[-1]
 
-    fleet = Fleet(out_dir / "run", boards=1, cells=ReplayModule.n_cells, samples=len(times_ms), pace_ms=0,
-                  period_ms=period_ms, module_factory=make_module)
-    started = time.monotonic()
-
-    def progress() -> None:
-        done = sum(r.counters.samples for r in fleet.rigs)
-        print(f"\r  replay {run_name}: {done}/{len(times_ms)} samples", end="", file=sys.stderr, flush=True)
-
-    try:
-        fleet.start()
-        fleet.wait_boards(timeout_s=120 + len(times_ms) * 0.05, on_tick=progress)
-        print(file=sys.stderr)
-    finally:
-        fleet.stop()
-    wall_s = time.monotonic() - started
-    score = fleet.score()
-    store = open_store(fleet.db)
-    try:
-        rows = [r for r in store.samples(fleet.device_ids()[0]) if r[0] == 1]
-    finally:
-        store.close()
+    run = run_chain(out_dir, f"replay {run_name}", ReplayModule.n_cells, len(times_ms), period_ms, make_module)
+    score, rows, wall_s = run.score, run.rows, run.wall_s
     module = modules[0]
     score.update(write_samples(out_dir, module, rows))
     sent_soc = [s.ref_soc for s in module.sent if s.ref_soc is not None]

@@ -8,7 +8,10 @@
     ambient_C = 25.0
     seed = 1
     initial_soc = 1.0         # full after CC-CV unless stated
-    truth = "ecm"             # ecm (the cell file) | spme (PyBaMM Chen2020) | dfn (PyBaMM, 1 cell); faults: ecm only
+    truth = "ecm"             # ecm (the cell file) | spme (PyBaMM) | dfn (PyBaMM, 1 cell)
+    pybamm_parameters = "Chen2020"   # the PyBaMM truth's set: Chen2020 | ORegan2022 (temperature-dependent, cold runs)
+    sensor_ranges = "hil/sensors/ranges.json"  # the sensor coefficient ranges each cell draws from (swap for a
+                              # draw nobody tuned on)
     [[load]]
     profile = "us06"          # cc | cccv | rest | hppc | us06 | udds_like | random | csv
     # cc: c_rate, duration_s, stop_V; rest: duration_s; cccv: c_rate, voltage_V, taper_c_rate;
@@ -23,8 +26,7 @@
     # sensor_noisy: factor; adc_spike: size; current_offset_step: offset_A; internal_short: short_ohm;
     # overcharge: c_rate, until_V; cold_charge: ambient_C; gas_pressure_rise: rate_umol_per_s, heat_W, vent_kPa,
     # enclosure_L; imbalance: soc_offset
-
-Real-time runs come later (issue 4)."""
+"""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Any
 from hil import profiles
 from hil.faults import Fault, parse_faults
 from hil.physics.params import CellParams, load
+from hil.sensors.models import DEFAULT_RANGES_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +56,8 @@ class Scenario:
     seed: int = 1
     initial_soc: float = 1.0
     truth: str = "ecm"  # one of TRUTHS
+    pybamm_parameters: str = "Chen2020"
+    sensor_ranges: Path = DEFAULT_RANGES_PATH
     source: Path = field(default_factory=Path)
     faults: list[Fault] = field(default_factory=list)
 
@@ -103,7 +108,8 @@ def _resolve(path: str, source: Path) -> Path:
 
 
 KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed", "initial_soc", "load", "fault",
-         "truth"}
+         "truth", "pybamm_parameters", "sensor_ranges"}
+PYBAMM_PARAMETER_SETS = ("Chen2020", "ORegan2022")  # as hil.physics.pybamm_cells.PARAMETER_SETS (PyBaMM not imported)
 TRUTHS = ("ecm", "spme", "dfn")
 
 
@@ -123,9 +129,15 @@ def load_scenario(path: Path, cells: int | None = None) -> Scenario:
         params=load(_resolve(raw["cell"], path)), load=list(raw["load"]),
         period_ms=int(raw.get("period_ms", 1000)), duration_s=float(raw.get("duration_s", 600)),
         ambient_C=float(raw.get("ambient_C", 25.0)), seed=int(raw.get("seed", 1)),
-        initial_soc=float(raw.get("initial_soc", 1.0)), truth=str(raw.get("truth", "ecm")), source=path)
+        initial_soc=float(raw.get("initial_soc", 1.0)), truth=str(raw.get("truth", "ecm")),
+        pybamm_parameters=str(raw.get("pybamm_parameters", "Chen2020")), source=path)
+    if "sensor_ranges" in raw:
+        scenario.sensor_ranges = _resolve(raw["sensor_ranges"], path)
     if scenario.truth not in TRUTHS:
         raise ValueError(f"{path}: truth must be one of {', '.join(TRUTHS)}, got {scenario.truth!r}")
+    if scenario.pybamm_parameters not in PYBAMM_PARAMETER_SETS:
+        raise ValueError(f"{path}: pybamm_parameters must be one of {', '.join(PYBAMM_PARAMETER_SETS)}, "
+                         f"got {scenario.pybamm_parameters!r}")
     if not 1 <= scenario.cells <= 32 or scenario.period_ms <= 0 or scenario.duration_s <= 0:
         raise ValueError(f"{path}: cells must be 1..32, period_ms and duration_s > 0")
     scenario.segments()  # every load entry is checked now, not mid-run

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hil import faults
-from hil.harness import Fleet
+from hil.chain import run_chain
 from hil.plot import plot_run
 from hil.scenario import Scenario, load_scenario
 from hil.simulated import SimulatedModule
-from host.store import open_store
 
 CSV_HEADER = ("sample", "t_s", "cell", "true_current_A", "true_voltage_V", "true_temp_C", "true_soc", "true_soh",
               "board_current_mA", "board_voltage_mV", "board_temp_dC", "board_pressure_Pa", "board_tof_ns",
@@ -63,69 +60,58 @@ def write_outputs(out_dir: Path, module: SimulatedModule, rows: list[tuple[Any, 
     return {"voltage_reading_rms_error_mV": _rms(voltage_err_mV), "temp_reading_rms_error_K": _rms(temp_err_K)}
 
 
+def build_module(scenario: Scenario, index: int, truth: str, sensor_ranges: Path | None = None) -> SimulatedModule:
+    """Board `index`'s simulated module: its own seed; cells from the scenario's cell file (truth "ecm") or
+    PyBaMM ("spme", "dfn"; hil.physics.pybamm_cells); sensors drawn from sensor_ranges (default: the scenario's)."""
+    seed = scenario.seed + index
+    ranges = sensor_ranges or scenario.sensor_ranges
+    if truth == "ecm":
+        return SimulatedModule(scenario.params, scenario.cells, scenario.segments(), seed=seed,
+                               ambient_C=scenario.ambient_C, initial_soc=scenario.initial_soc, faults=scenario.faults,
+                               ranges_path=ranges)
+    from hil.physics.pybamm_cells import PybammCells  # imports PyBaMM (~1 s): only when asked for
+
+    truth_cells = PybammCells(scenario.cells, model=truth, parameter_set=scenario.pybamm_parameters, seed=seed,
+                              ambient_C=scenario.ambient_C, initial_soc=scenario.initial_soc)
+    # The load's C-rates refer to the PyBaMM cell's nominal capacity, not the cell file's.
+    params = replace(scenario.params, nominal_capacity_Ah=truth_cells.eng.nominal_capacity_Ah)
+    return SimulatedModule(params, scenario.cells, scenario.segments(), seed=seed, faults=scenario.faults,
+                           cells=truth_cells, ranges_path=ranges)
+
+
 def run_scenario(path: Path, state_dir: Path, cells: int | None = None, realtime: bool = False,
-                 truth: str | None = None) -> dict[str, Any]:
-    """truth: "ecm" (the scenario's cell file), "spme" or "dfn" (PyBaMM, Chen2020; hil.physics.pybamm_cells);
-    None: the scenario's own `truth`."""
+                 truth: str | None = None, db_url: str | None = None, broker_prefer: str = "mosquitto",
+                 sensor_ranges: Path | None = None) -> dict[str, Any]:
+    """truth: "ecm" (the scenario's cell file), "spme" or "dfn" (PyBaMM; hil.physics.pybamm_cells); None: the
+    scenario's own `truth`. sensor_ranges: a ranges file instead of the scenario's (hil.sensors.models)."""
     scenario: Scenario = load_scenario(path, cells)
     truth = truth or scenario.truth
     out_dir = state_dir / "hil" / scenario.name
-    out_dir.mkdir(parents=True, exist_ok=True)
     modules: list[SimulatedModule] = []
 
     def make_module(index: int) -> SimulatedModule:
-        seed = scenario.seed + index
-        if truth == "ecm":
-            module = SimulatedModule(scenario.params, scenario.cells, scenario.segments(), seed=seed,
-                                     ambient_C=scenario.ambient_C, initial_soc=scenario.initial_soc,
-                                     faults=scenario.faults)
-        else:
-            from hil.physics.pybamm_cells import PybammCells  # imports PyBaMM (~1 s): only when asked for
+        modules.append(build_module(scenario, index, truth, sensor_ranges))
+        return modules[-1]
 
-            truth_cells = PybammCells(scenario.cells, model=truth, seed=seed, ambient_C=scenario.ambient_C,
-                                      initial_soc=scenario.initial_soc)
-            # The load's C-rates refer to the PyBaMM cell's nominal capacity, not the cell file's.
-            params = replace(scenario.params, nominal_capacity_Ah=truth_cells.eng.nominal_capacity_Ah)
-            module = SimulatedModule(params, scenario.cells, scenario.segments(), seed=seed, faults=scenario.faults,
-                                     cells=truth_cells)
-        modules.append(module)
-        return module
-
-    fleet = Fleet(out_dir / "run", boards=1, cells=scenario.cells, samples=scenario.samples, pace_ms=0,
-                  period_ms=scenario.period_ms, module_factory=make_module, realtime=realtime)
-    started = time.monotonic()
-
-    def progress() -> None:
-        done = sum(r.counters.samples for r in fleet.rigs)
-        print(f"\r  {scenario.name}: {done}/{scenario.samples} samples", end="", file=sys.stderr, flush=True)
-
-    try:
-        fleet.start()
-        fleet.wait_boards(timeout_s=120 + scenario.samples * 0.05 + (scenario.duration_s if realtime else 0),
-                          on_tick=progress)
-        print(file=sys.stderr)
-    finally:
-        fleet.stop()
-    wall_s = time.monotonic() - started
-    score = fleet.score()
-    store = open_store(fleet.db)
-    try:
-        rows = [r for r in store.samples(fleet.device_ids()[0]) if r[0] == 1]
-    finally:
-        store.close()
+    run = run_chain(out_dir, scenario.name, scenario.cells, scenario.samples, scenario.period_ms, make_module,
+                    realtime=realtime, realtime_s=scenario.duration_s, db_url=db_url, broker_prefer=broker_prefer)
+    score = run.score
     module = modules[0]
-    score.update(write_outputs(out_dir, module, rows, scenario.cells))
+    score.update(write_outputs(out_dir, module, run.rows, scenario.cells))
     final = module.truth[-1]
     score.update({
         "scenario": scenario.name, "truth": truth, "realtime": realtime, "samples": scenario.samples,
-        "simulated_s": round(final.t_s, 1), "wall_s": round(wall_s, 1),
-        "x_realtime": round(final.t_s / wall_s, 1),
+        "pybamm_parameters": scenario.pybamm_parameters if truth != "ecm" else None,
+        "sensor_ranges": str(sensor_ranges or scenario.sensor_ranges),
+        "simulated_s": round(final.t_s, 1), "wall_s": round(run.wall_s, 1),
+        "x_realtime": round(final.t_s / run.wall_s, 1),
         "true_soc_start": round(float(np.mean(module.truth[0].soc)), 4),
         "true_soc_end": round(float(np.mean(final.soc)), 4),
         "true_temp_max_C": round(max(float(np.max(t.temp_C)) for t in module.truth), 2),
         "load_finished": module.load_done, "outputs": str(out_dir),
         "plating_risk_samples": sum(t.plating_risk for t in module.truth),
         "faults": faults.summary(scenario.faults, [(t.t_s, t.faults) for t in module.truth]),
+        "plant_events": [asdict(e) for e in module.plant.events],
     })
     score["plot"] = str(plot_run(out_dir / "samples.csv", out_dir / "plot.png", scenario.name))
     (out_dir / "score.json").write_text(json.dumps(score, indent=1))

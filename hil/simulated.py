@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hil.faults import Fault, FaultRunner, plating_risk
+from hil.faults import Fault, FaultRunner, plating_risk, puts_heat_into_a_cell
 from hil.physics.module import CellModule
 from hil.physics.params import CellParams
 from hil.plant import Plant
@@ -44,8 +44,8 @@ class SimulatedModule:
     def __init__(self, params: CellParams, n_cells: int, load: list[Segment], seed: int = 1, ambient_C: float = 25.0,
                  initial_soc: float = 1.0, ranges_path: Path | str = DEFAULT_RANGES_PATH,
                  plant: Plant | None = None, faults: Sequence[Fault] = (), cells: PybammCells | None = None) -> None:
-        """cells: a prebuilt truth (hil.physics.pybamm_cells) instead of the CellModule of params; faults need the
-        CellModule."""
+        """cells: a prebuilt truth (hil.physics.pybamm_cells) instead of the CellModule of params; faults that put
+        heat into a cell need the CellModule (hil.faults)."""
         self.n_cells = n_cells
         self.capacity_Ah = params.nominal_capacity_Ah
         self.cells: CellModule | PybammCells = cells if cells is not None else CellModule(
@@ -61,8 +61,10 @@ class SimulatedModule:
         self._readings: Readings | None = None
         self.faults: FaultRunner | None = None
         if faults:
-            if not isinstance(self.cells, CellModule):
-                raise ValueError("faults act on the ECM truth (CellModule) only")
+            heated = [f"fault {f.index} ({f.kind})" for f in faults if puts_heat_into_a_cell(f)]
+            if heated and not isinstance(self.cells, CellModule):
+                raise ValueError(f"{', '.join(heated)} puts heat into a cell: only the ECM truth takes it "
+                                 "(PyBaMM's lumped thermal model has no heat input here)")
             self.faults = FaultRunner(faults, self.cells, self.sensors, self.capacity_Ah)
 
     # --- what a load segment may read (hil.profiles.ModuleView) ----------------------------------

@@ -9,9 +9,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from host import export
 from host.broker import make_broker
@@ -21,6 +23,7 @@ from host.store import open_store
 from soxcommon import wire
 
 DEFAULT_STATE = "run"
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "us06_short.toml"
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -135,11 +138,31 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from hil.runner import run_demo
+def _run_and_print(run: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """Run a rig job; print its score as JSON. Exit status: 2 on bad input (the score is then empty), 1 when
+    anything the board sent was lost or duplicated, else 0."""
+    try:
+        score = run()
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2, {}
+    print(json.dumps(score, indent=1))
+    return (0 if score.get("lost", 0) == 0 and score.get("duplicates", 0) == 0 else 1), score
 
-    return run_demo(Path(args.state), boards=args.boards, cells=args.cells, samples=args.samples,
-                    db_url=args.db, broker_prefer=args.prefer)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hil.scenario_run import run_scenario
+
+    print(f"soxbms run: {args.scenario} through rig, MicroPython board, broker and host (lockstep)", file=sys.stderr)
+    status, score = _run_and_print(lambda: run_scenario(Path(args.scenario), Path(args.state), cells=args.cells,
+                                                        db_url=args.db, broker_prefer=args.prefer))
+    if score:
+        print(f"sent {score['sent']}, stored {score['stored']}, lost {score['lost']}, "
+              f"duplicated {score['duplicates']}, gaps {score['gaps']}; board heap peak "
+              f"{score['heap_live_peak_bytes']} B; {score['simulated_s']:.0f} s simulated in {score['wall_s']} s; "
+              f"voltage readings vs truth {score['voltage_reading_rms_error_mV']} mV RMS. "
+              f"Outputs: {score['outputs']} (samples.csv, plot.png, score.json)", file=sys.stderr)
+    return status
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -160,29 +183,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_hil_run(args: argparse.Namespace) -> int:
     from hil.scenario_run import run_scenario
 
-    try:
-        score = run_scenario(Path(args.scenario), Path(args.state), cells=args.cells, realtime=args.realtime,
-                             truth=args.truth)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(score, indent=1))
-    return 0 if score["lost"] == 0 and score["duplicates"] == 0 else 1
+    return _run_and_print(lambda: run_scenario(Path(args.scenario), Path(args.state), cells=args.cells,
+                                               realtime=args.realtime, truth=args.truth,
+                                               sensor_ranges=args.sensor_ranges))[0]
+
+
+def cmd_hil_rig(args: argparse.Namespace) -> int:
+    import threading
+
+    from hil.bench_port import serve_port
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C ends the run and still writes the truth
+    return _run_and_print(lambda: serve_port(Path(args.scenario), Path(args.state), args.port, baudrate=args.baud,
+                                             realtime=args.realtime, cells=args.cells, truth=args.truth,
+                                             stop=stop))[0]
 
 
 def cmd_hil_replay(args: argparse.Namespace) -> int:
     from hil.replay import options_from_args, replay
 
-    try:
+    def run() -> dict[str, Any]:
         options = options_from_args(args.columns, args.scale, args.time_unit, args.current_sign, args.delimiter)
-        score = replay(args.logs, Path(args.state), options, period_ms=args.period_ms, cell=args.cell,
-                       capacity_Ah=args.capacity_Ah, full_at_s=args.full_at_s, soc_column=args.soc_column,
-                       soc_from=args.soc_from, limit_s=args.limit_s, max_hold_s=args.max_hold_s, name=args.name)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(score, indent=1))
-    return 0 if score["lost"] == 0 and score["duplicates"] == 0 else 1
+        return replay(args.logs, Path(args.state), options, period_ms=args.period_ms, cell=args.cell,
+                      capacity_Ah=args.capacity_Ah, full_at_s=args.full_at_s, soc_column=args.soc_column,
+                      soc_from=args.soc_from, limit_s=args.limit_s, max_hold_s=args.max_hold_s, name=args.name)
+
+    return _run_and_print(run)[0]
 
 
 def cmd_cell(args: argparse.Namespace) -> int:
@@ -245,8 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cells", type=int, help="override the scenario's cell count")
     s.add_argument("--realtime", action="store_true", help="the rig follows the wall clock (default: lockstep)")
     s.add_argument("--truth", choices=("ecm", "spme", "dfn"), help="cell physics: the scenario's cell file (ecm), "
-                   "PyBaMM SPMe or DFN with Chen2020 (default: the scenario's `truth`, else ecm)")
+                   "PyBaMM SPMe or DFN (default: the scenario's `truth`, else ecm)")
+    s.add_argument("--sensor-ranges", type=Path, help="sensor coefficient ranges to draw from instead of the "
+                   "scenario's (default hil/sensors/ranges.json): a draw nobody tuned on")
     s.set_defaults(func=cmd_hil_run)
+    s = hil_sub.add_parser("rig", parents=[common], help="the rig alone on a serial port, for a real board on a bench")
+    s.add_argument("scenario", help="scenario file (TOML)")
+    s.add_argument("--port", required=True, help="serial port of the board's UART, e.g. /dev/ttyUSB0")
+    s.add_argument("--baud", type=int, default=921600)
+    s.add_argument("--cells", type=int, help="override the scenario's cell count")
+    s.add_argument("--realtime", action="store_true", help="follow the wall clock (default: lockstep)")
+    s.add_argument("--truth", choices=("ecm", "spme", "dfn"), help="cell physics (default: the scenario's)")
+    s.set_defaults(func=cmd_hil_rig)
     s = hil_sub.add_parser("replay", parents=[common], help="recorded cycler logs (.csv, MATLAB v5 .mat) fed to the "
                            "firmware as if measured; several logs play in order")
     s.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="cycler log, e.g. "
@@ -288,10 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("run", parents=[common],
-                       help="the whole chain on this machine: broker, host, rig, MicroPython boards")
-    s.add_argument("--boards", type=int, default=1)
-    s.add_argument("--cells", type=int, default=16)
-    s.add_argument("--samples", type=int, default=600)
+                       help="a scenario through the whole chain on this machine: broker, host, rig, MicroPython board")
+    s.add_argument("scenario", nargs="?", default=str(DEFAULT_SCENARIO), help="scenario file (default: %(default)s)")
+    s.add_argument("--cells", type=int, help="override the scenario's cell count")
     s.add_argument("--prefer", choices=("mosquitto", "amqtt"), default="mosquitto",
                    help="broker to start (amqtt is also the fallback where Mosquitto is not installed)")
     s.set_defaults(func=cmd_run)

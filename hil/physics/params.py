@@ -24,6 +24,9 @@ AGEING_KEYS = ("Calendar fade [1/sqrt(s)]", "Cycle fade [1/A.h]", "Calendar resi
 # Optional keys (default when absent).
 SELF_DISCHARGE = "Self-discharge current [A]"
 CALENDAR_SOC = "Calendar SoC sensitivity"
+# Charge-transfer element (see hil.physics.ecm): absent, the model is the linear two-RC circuit.
+EXCHANGE_CURRENT = "Exchange current [A]"
+EXCHANGE_ACTIVATION = "Exchange current activation energy [J/mol]"
 
 
 def _frozen(values: Any, what: str) -> np.ndarray:
@@ -105,6 +108,10 @@ class CellParams:
     thermal: ThermalParams
     ageing: AgeingParams
     self_discharge_A: float = 0.0
+    # Exchange current I0(SoC, T) of the charge-transfer element, None = element off; its Arrhenius activation
+    # energy (I0 rises with temperature) defaults to the resistance activation energy.
+    exchange_current_A: Table | None = None
+    exchange_activation_J_per_mol: float | None = None
 
 
 def _require(doc: dict[str, Any], key: str, where: str = "") -> Any:
@@ -172,7 +179,7 @@ def _check_sources(doc: dict[str, Any]) -> dict[str, str]:
     if not isinstance(sources, dict) or not all(isinstance(v, str) and v for v in sources.values()):
         raise ValueError("'sources' must map parameter keys to non-empty citation strings")
     cited = set(sources)
-    for key in (*SCALARS, *SOC_TEMP_TABLES, *SOC_TABLES, SELF_DISCHARGE):
+    for key in (*SCALARS, *SOC_TEMP_TABLES, *SOC_TABLES, SELF_DISCHARGE, EXCHANGE_CURRENT, EXCHANGE_ACTIVATION):
         if key in doc and key not in cited:
             raise ValueError(f"'sources' has no citation for '{key}'")
     # A group is cited as a whole ("Thermal") or key by key ("Thermal.Mass [kg]").
@@ -210,6 +217,12 @@ def from_dict(doc: dict[str, Any]) -> CellParams:
     if np.any(hysteresis.values < 0):
         raise ValueError("'OCV hysteresis [V]' is a half-width and cannot be negative")
     entropic = _soc_table(doc, "Entropic change [V/K]")
+    exchange = _table(doc, EXCHANGE_CURRENT) if EXCHANGE_CURRENT in doc else None
+    if exchange is not None and np.any(exchange.values <= 0):
+        raise ValueError(f"'{EXCHANGE_CURRENT}' must be positive (the asinh overpotential needs I0 > 0: "
+                         "no current flows at I0 = 0)")
+    if EXCHANGE_ACTIVATION in doc and exchange is None:
+        raise ValueError(f"'{EXCHANGE_ACTIVATION}' given without '{EXCHANGE_CURRENT}'")
     efficiency = _number(doc, "Coulombic efficiency", positive=True)
     if efficiency > 1:
         raise ValueError(f"'Coulombic efficiency' must be in (0, 1], got {efficiency}")
@@ -253,6 +266,9 @@ def from_dict(doc: dict[str, Any]) -> CellParams:
         thermal=thermal,
         ageing=ageing,
         self_discharge_A=_number(doc, SELF_DISCHARGE, minimum=0.0) if SELF_DISCHARGE in doc else 0.0,
+        exchange_current_A=exchange,
+        exchange_activation_J_per_mol=(_number(doc, EXCHANGE_ACTIVATION, minimum=0.0)
+                                       if EXCHANGE_ACTIVATION in doc else None),
     )
 
 

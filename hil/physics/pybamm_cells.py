@@ -10,8 +10,9 @@ issue 4 for the measured figures).
 
 Models: "spme" (single particle model with electrolyte, lumped thermal), "dfn" (Doyle-Fuller-Newman, one cell only:
 it is a DAE and ~10x the cost). Parameter sets: "Chen2020" (LG M50 5 Ah, Chen et al. 2020 J. Electrochem. Soc. 167
-080534; its kinetics hardly depend on temperature) and "ORegan2022" (the same cell with temperature-dependent
-diffusivities, conductivities and rate constants, O'Regan et al. 2022 Electrochim. Acta 425 140700) for cold runs.
+080534; its exchange currents follow an Arrhenius law, about doubling from 25 to 40 degC) and "ORegan2022" (the
+same cell with temperature-dependent diffusivities, conductivities and rate constants, O'Regan et al. 2022
+Electrochim. Acta 425 140700) for cold runs.
 
 Cell-to-cell spread (CellSpread, drawn like CellModule does):
 - capacity: "Electrode width [m]" times the capacity factor. The model is 1D through the thickness, so the width
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.physics.module import MAX_CELLS, CellSpread
+from hil.physics.module import MAX_CELLS, CellSpread, PerCell
 
 # No network here and no consent asked: PyBaMM reads this before it sets up its telemetry client.
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
@@ -265,18 +266,18 @@ class PybammCells:
         inputs[CONTACT] = np.maximum(TAB_RESISTANCE_OHM + (self.resistance_spread - 1.0) * NOMINAL_DC_RESISTANCE_OHM,
                                      0.0)
         inputs[WIDTH] = self.eng.width_m * self.capacity_spread
-        inputs[CN0], inputs[CP0] = np.array([_initial_concentrations(parameter_set, float(s)) for s in socs]).T
-        self._solver = _Solver(self.eng, inputs)
-        out = self._solver.outputs(self._solver.x, self._solver.z)
+        self._c20_Ah = np.array([c20_capacity_Ah(model, parameter_set, ambient_K, float(inputs[CONTACT, k]),
+                                                 float(inputs[WIDTH, k])) for k in range(n_cells)])
         # Charge removed since full: the lithium that left the negative electrode since SoC 1 (PyBaMM's eSOH).
         full = inputs.copy()
         full[CN0], full[CP0] = _initial_concentrations(parameter_set, 1.0)
-        li_full_mol = np.array([float(np.asarray(self.eng.outputs(self.eng.initial_state(full[:, k]), full[:, k])
-                                                 ).ravel()[LI_NEG_OUT]) for k in range(n_cells)])
-        self._removed_Ah = (li_full_mol - out[LI_NEG_OUT]) * FARADAY_C_per_mol / 3600.0
-        self._c20_Ah = np.array([c20_capacity_Ah(model, parameter_set, ambient_K, float(inputs[CONTACT, k]),
-                                                 float(inputs[WIDTH, k])) for k in range(n_cells)])
-        self._out = out
+        self._li_full_mol = np.array([float(np.asarray(self.eng.outputs(self.eng.initial_state(full[:, k]),
+                                                                        full[:, k])).ravel()[LI_NEG_OUT])
+                                      for k in range(n_cells)])
+        self._solver = self._rested(inputs, socs)
+        # Fault inputs (hil.faults) that only the ECM truth takes (they put heat into a cell): always None here.
+        self.short_conductance_S: np.ndarray | None = None
+        self.extra_heat_W: np.ndarray | None = None
         self.at_cutoff = np.zeros(n_cells, dtype=bool)
         self.cutoff_events = 0
         self.held = np.zeros(n_cells, dtype=bool)
@@ -284,6 +285,20 @@ class PybammCells:
         self.current_A = 0.0
         self.t_s = 0.0
         self._bleed_As = np.zeros(n_cells)
+
+    def _rested(self, inputs: np.ndarray, socs: np.ndarray) -> _Solver:
+        """A solver for cells rested at `socs`; sets the read-outs and the charge removed since full."""
+        inputs[CN0], inputs[CP0] = np.array([_initial_concentrations(self.parameter_set, float(s)) for s in socs]).T
+        solver = _Solver(self.eng, inputs)
+        self._out = solver.outputs(solver.x, solver.z)
+        self._removed_Ah = (self._li_full_mol - self._out[LI_NEG_OUT]) * FARADAY_C_per_mol / 3600.0
+        return solver
+
+    def set_state(self, soc: PerCell | None = None) -> None:
+        """Restart every cell rested at the given SoC (PyBaMM's SoC scale; e.g. an imbalance fault at the start)."""
+        if soc is not None:
+            socs = np.clip(np.broadcast_to(np.asarray(soc, dtype=float), (self.n_cells,)), 0.0, 1.0)
+            self._solver = self._rested(self._solver.inputs, socs)
 
     def drain(self, current_A: np.ndarray, dt_s: float) -> None:
         """A balancing bleed (current_A > 0 drains each cell): taken through the cell's electrochemistry during the

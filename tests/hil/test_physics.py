@@ -15,7 +15,7 @@ import pytest
 
 from hil.physics import NO_SPREAD, CellModule, CellParams, load
 from hil.physics.ageing import AgeingState, fast_forward
-from hil.physics.ecm import GAS_CONSTANT_J_PER_MOLK, KELVIN, R0, Ecm
+from hil.physics.ecm import FARADAY_C_PER_MOL, GAS_CONSTANT_J_PER_MOLK, KELVIN, R0, Ecm
 from hil.physics.params import AgeingParams, SocTable, Table, from_dict
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "models" / "cells" / "panasonic_ncr18650pf_25C.json"  # fitted
@@ -39,7 +39,8 @@ def constant_cell(p: CellParams, **changes: Any) -> CellParams:
     base = replace(no_ageing(p), r0_ohm=flat(0.02), r1_ohm=flat(0.015), c1_F=flat(400.0), r2_ohm=flat(0.03),
                    c2_F=flat(2000.0), resistance_activation_J_per_mol=0.0,
                    hysteresis_V=SocTable(np.array([0.0, 1.0]), np.zeros(2)),
-                   entropic_V_per_K=SocTable(np.array([0.0, 1.0]), np.zeros(2)), self_discharge_A=0.0)
+                   entropic_V_per_K=SocTable(np.array([0.0, 1.0]), np.zeros(2)), self_discharge_A=0.0,
+                   exchange_current_A=None, exchange_activation_J_per_mol=None)
     return replace(base, **changes)
 
 
@@ -108,6 +109,58 @@ def test_rc_branches_follow_the_analytic_step_response(example: CellParams) -> N
             assert module.ecm.v_rc_V[branch] == pytest.approx(np.full(2, expected_V), rel=1e-12)
         overpotential_V = module.terminal_V - module.ocv_V
         assert overpotential_V == pytest.approx(module.ecm.v_rc_V.sum(axis=0) + 0.02 * current_A, rel=1e-12)
+
+
+def test_without_exchange_current_the_model_is_unchanged(example: CellParams) -> None:
+    """No charge-transfer element: bit for bit the linear model's numbers, recorded before the element was added."""
+    soc, temps = np.array([0.0, 0.5, 1.0]), np.array([0.0, 25.0])
+
+    def table(lo: float, hi: float) -> Table:
+        return Table(soc, temps, np.array([[lo * 1.5, hi * 1.4, lo * 1.6], [lo, hi, lo * 1.1]]))
+
+    cell = replace(example, ocv_V=Table(soc, temps, np.array([[3.0, 3.7, 4.15], [3.01, 3.71, 4.16]])),
+                   r0_ohm=table(0.02, 0.018), r1_ohm=table(0.01, 0.012), c1_F=table(300.0, 400.0),
+                   r2_ohm=table(0.02, 0.025), c2_F=table(3000.0, 4000.0),
+                   hysteresis_V=SocTable(soc, np.array([0.02, 0.01, 0.015])),
+                   entropic_V_per_K=SocTable(soc, np.array([-2e-4, 0.0, 1e-4])), exchange_current_A=None)
+    module = CellModule(cell, 4, seed=3, initial_soc=0.6)
+    for current_A in np.random.default_rng(7).uniform(-8.0, 6.0, 2000):
+        module.step(float(current_A), 0.5)
+    assert module.terminal_V.tolist() == [3.5595700489431783, 3.553560581059233, 3.558641016313797, 3.556823569305964]
+    assert module.temp_C.tolist() == [28.093280059796363, 28.100970522191997, 27.950900205602018, 28.1019219735897]
+    assert module.heat_W.tolist() == [1.0941250097333408, 1.103941591296953, 1.0403451041704816, 1.1027520576563508]
+
+
+def test_charge_transfer_drop_per_amp_falls_as_asinh_predicts(example: CellParams) -> None:
+    i0_A, ea_J_per_mol = 1.5, 30000.0
+    p = constant_cell(example, exchange_current_A=flat(i0_A), exchange_activation_J_per_mol=ea_J_per_mol)
+    drops = []
+    for ambient_C in (25.0, 45.0):
+        for current_A in (-30.0, -10.0, -2.5, -0.5, 0.5, 5.0):
+            module = CellModule(p, 2, spread=NO_SPREAD, ambient_C=ambient_C)
+            module.step(current_A, 1e-3)
+            # I0 follows its own Arrhenius law, 2RT/F the cell temperature (the read-out's, a little above ambient).
+            temp_K = module.temp_C[0] + KELVIN
+            i0_T = i0_A * math.exp(-ea_J_per_mol / GAS_CONSTANT_J_PER_MOLK * (1 / temp_K - 1 / (25 + KELVIN)))
+            b_V = 2 * GAS_CONSTANT_J_PER_MOLK * temp_K / FARADAY_C_PER_MOL
+            drop_V = module.terminal_V - module.ocv_V - module.ecm.v_rc_V.sum(axis=0)
+            assert drop_V == pytest.approx(np.full(2, 0.02 * current_A + b_V * math.asinh(current_A / (2 * i0_T))),
+                                           rel=1e-9)
+            if ambient_C == 25.0 and current_A < 0:
+                drops.append(drop_V[0] / current_A)
+    # Per amp: falls with the current, from the small-signal R0 + RT/(F*I0) towards R0.
+    assert drops == sorted(drops) and drops[-1] < 0.02 + b_V / 2 / i0_A and drops[0] > 0.02
+
+
+def test_heat_includes_the_charge_transfer_overpotential(example: CellParams) -> None:
+    p = constant_cell(example, exchange_current_A=flat(1.5))
+    module = CellModule(p, 1, spread=NO_SPREAD)
+    current_A = -20.0
+    values = module.ecm.evaluate(module.temp_C)  # the step's parameters (start-of-step SoC and temperature)
+    module.step(current_A, 1.0)
+    assert module.heat_W == pytest.approx(current_A * module.ecm.overpotential_V(current_A, values), rel=1e-12)
+    linear_W = current_A * (module.ecm.v_rc_V.sum(axis=0) + 0.02 * current_A)
+    assert module.heat_W[0] > linear_W[0] + 0.5  # asinh(20/3)*51 mV*20 A ~ 2.7 W more
 
 
 def test_thermal_steady_state_matches_the_analytic_rise(example: CellParams) -> None:
@@ -252,6 +305,8 @@ def broken(change: Any) -> dict[str, Any]:
     (lambda d: d["OCV hysteresis [V]"]["values"].pop(), r"'OCV hysteresis \[V\]': values has shape"),
     (lambda d: d.update({"Coulombic efficiency": 1.2}), r"'Coulombic efficiency' must be in \(0, 1\]"),
     (lambda d: d["sources"].pop("R0 [Ohm]"), r"'sources' has no citation for 'R0 \[Ohm\]'"),
+    (lambda d: d.update({"Exchange current [A]": {**d["R0 [Ohm]"], "values": [[-1.0] * len(d["R0 [Ohm]"]["SoC"])]}}),
+     r"'Exchange current \[A\]' must be positive"),
 ])
 def test_load_names_the_offending_key(tmp_path: Path, change: Any, message: str) -> None:
     path = tmp_path / "cell.json"

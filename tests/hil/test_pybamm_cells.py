@@ -3,6 +3,8 @@ DFN, and agreement with PyBaMM's own solver."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,38 @@ def test_oregan2022_is_temperature_dependent() -> None:
         cells.step(-5.0, 1.0)
     assert cold.terminal_V[0] < warm.terminal_V[0] - 0.05  # slower kinetics and transport in the cold
     assert cold.capacity_Ah[0] < warm.capacity_Ah[0]
+
+
+def test_faults_on_the_pybamm_truth() -> None:
+    """Sensor faults and an imbalance act on PyBaMM cells as on the ECM; faults that heat a cell are refused."""
+    from hil.faults import Fault
+    from hil.physics.params import load
+    from hil.profiles import ConstantCurrent
+    from hil.scenario import ROOT
+    from hil.simulated import SimulatedModule
+
+    params = load(ROOT / "models" / "cells" / "panasonic_ncr18650pf_25C.json")
+
+    def module(faults: list[Fault]) -> SimulatedModule:
+        cells = PybammCells(2, seed=5, initial_soc=0.8, spread=NO_SPREAD)
+        return SimulatedModule(params, 2, [ConstantCurrent(-1.0, 60)], seed=5, faults=faults, cells=cells)
+
+    stuck = Fault(0, "sensor_stuck", 5.0, 10.0, cell=1, channel="voltage_mV")
+    imbalance = Fault(1, "imbalance", 0.0, math.inf, cell=0, value={"soc_offset": -0.1})
+    faulty = module([stuck, imbalance])
+    readings = []
+    for _ in range(20):
+        faulty.step(1.0)
+        readings.append(faulty.reading()[1][1][0])
+    assert faulty.truth[0].soc[0] == pytest.approx(faulty.truth[0].soc[1] - 0.1, abs=0.01)
+    assert len(set(readings[4:14])) == 1 and len(set(readings[14:])) > 1  # held from 5 s to 15 s, then free
+    assert readings[4] == readings[3]  # the reading of the sample before onset
+    with pytest.raises(ValueError, match=r"fault 0 \(internal_short\) puts heat into a cell"):
+        module([Fault(0, "internal_short", 0.0, math.inf, cell=0, value={"short_ohm": 10.0})])
+
+
+def test_scenarios_offer_the_parameter_sets_the_truth_has() -> None:
+    from hil.physics.pybamm_cells import PARAMETER_SETS
+    from hil.scenario import PYBAMM_PARAMETER_SETS
+
+    assert PYBAMM_PARAMETER_SETS == PARAMETER_SETS

@@ -11,6 +11,7 @@ import pytest
 
 from hil.scenario import load_scenario
 from hil.scenario_run import run_scenario
+from hil.sensors.models import DEFAULT_RANGES_PATH
 from host.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,51 @@ c_rate = -2.0
 def test_run_scenario_cells_override(tmp_path: Path) -> None:
     score = run_scenario(ROOT / "scenarios" / "us06_short.toml", tmp_path, cells=2)
     assert score["cells"] == 2 and score["lost"] == 0 and score["samples"] == 600
+
+
+def test_soxbms_run_twice_in_one_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`soxbms run` (what `make run` calls) with a scenario; a second run into the same state starts afresh
+    (the board's boot counter persists in its folder: the first run's rows must not be taken for the second's)."""
+    for c_rate in (-1.0, 1.0):  # same name, so the same output folder; opposite currents
+        scenario = write(tmp_path, f"""
+name = "again"
+cells = 2
+cell = "models/cells/panasonic_ncr18650pf_25C.json"
+duration_s = 30
+initial_soc = 0.5
+[[load]]
+profile = "cc"
+c_rate = {c_rate}
+""")
+        assert main(["--state", str(tmp_path), "run", str(scenario)]) == 0
+        score = json.loads(capsys.readouterr().out)
+        assert (score["sent"], score["stored"], score["lost"], score["duplicates"]) == (30, 30, 0, 0)
+        rows = list(csv.DictReader((Path(score["outputs"]) / "samples.csv").read_text().splitlines()))
+        assert len(rows) == 60
+        for row in rows:  # this run's readings beside this run's truth
+            assert abs(int(row["board_current_mA"]) / 1000 - float(row["true_current_A"])) < 0.1
+
+
+def test_a_swapped_sensor_ranges_file_is_drawn_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reviewer's ranges file replaces ours: here one with a perfect voltage sensor (quantisation only)."""
+    ranges = json.loads(DEFAULT_RANGES_PATH.read_text())
+    for key, entry in ranges["voltage"].items():
+        if isinstance(entry, dict) and key != "quant_mV":
+            entry["min"] = entry["max"] = 0.0
+    perfect = tmp_path / "perfect_voltage.json"
+    perfect.write_text(json.dumps(ranges))
+    scenario = write(tmp_path, """
+name = "ranges"
+cells = 2
+cell = "models/cells/panasonic_ncr18650pf_25C.json"
+duration_s = 60
+[[load]]
+profile = "cc"
+c_rate = -1.0
+""")
+    assert main(["--state", str(tmp_path), "hil", "run", str(scenario), "--sensor-ranges", str(perfect)]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["sensor_ranges"] == str(perfect)
+    assert score["voltage_reading_rms_error_mV"] < 0.35  # 1 mV steps: sqrt(1/12) = 0.29 mV
+    scenario.write_text(scenario.read_text().replace('cells = 2', f'cells = 2\nsensor_ranges = "{perfect}"'))
+    assert load_scenario(scenario).sensor_ranges == perfect

@@ -1,0 +1,76 @@
+"""One board's run through the whole chain (rig, MicroPython board, broker, host) for `hil run`, `hil replay`
+and `soxbms run`: a fresh state every time, a progress bar, and what the board stored."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hil.harness import Fleet
+from hil.rig import RigModule
+from host.store import open_store
+
+
+class ProgressBar:
+    """`label [#####.....] done/total samples, N x real time` on one line of stderr, redrawn when it moves."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, total: int, period_ms: int, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.total = total
+        self.period_ms = period_ms
+        self.stream = stream
+        self._shown = -1
+        self._started = time.monotonic()
+
+    def show(self, done: int) -> None:
+        if done == self._shown:
+            return
+        self._shown = done
+        filled = self.WIDTH * min(done, self.total) // self.total if self.total else self.WIDTH
+        speed = done * self.period_ms / 1000 / max(time.monotonic() - self._started, 1e-9)
+        print(f"\r  {self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} samples, "
+              f"{speed:.0f}x real time ", end="", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        print(file=self.stream, flush=True)
+
+
+@dataclass
+class ChainRun:
+    score: dict[str, Any]  # Fleet.score(): sent, stored, lost, duplicates, gaps, heap, ...
+    rows: list[tuple[Any, ...]]  # what the host stored from the board, in sequence order
+    wall_s: float
+
+
+def run_chain(out_dir: Path, label: str, cells: int, samples: int, period_ms: int,
+              module_factory: Callable[[int], RigModule], realtime: bool = False, realtime_s: float = 0.0,
+              db_url: str | None = None, broker_prefer: str = "mosquitto") -> ChainRun:
+    """Run one board for `samples` samples against the module the factory makes. The board's boot counter
+    and queue persist in out_dir/run, so that folder starts empty: sample k is then the k-th of boot 1."""
+    shutil.rmtree(out_dir / "run", ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet(out_dir / "run", boards=1, cells=cells, samples=samples, pace_ms=0, period_ms=period_ms,
+                  module_factory=module_factory, realtime=realtime, db_url=db_url, broker_prefer=broker_prefer)
+    bar = ProgressBar(label, samples, period_ms)
+    started = time.monotonic()
+    try:
+        fleet.start()
+        fleet.wait_boards(timeout_s=120 + samples * 0.05 + (realtime_s if realtime else 0.0),
+                          on_tick=lambda: bar.show(sum(r.counters.samples for r in fleet.rigs)))
+    finally:
+        bar.close()
+        fleet.stop()
+    wall_s = time.monotonic() - started
+    store = open_store(fleet.db)
+    try:
+        rows = [r for r in store.samples(fleet.device_ids()[0]) if r[0] == 1]
+    finally:
+        store.close()
+    return ChainRun(fleet.score(), rows, wall_s)
