@@ -17,7 +17,8 @@ from host.store import open_store
 
 
 class ProgressBar:
-    """`label [#####.....] done/total samples, N x real time` on one line of stderr, redrawn when it moves."""
+    """`label [#####.....] done/total samples, N x real time` on one line of stderr, redrawn at each whole percent
+    (a log file gets a hundred updates, not one per sample)."""
 
     WIDTH = 30
 
@@ -30,9 +31,10 @@ class ProgressBar:
         self._started = time.monotonic()
 
     def show(self, done: int) -> None:
-        if done == self._shown:
+        percent = 100 * done // self.total if self.total else 100
+        if percent == self._shown:
             return
-        self._shown = done
+        self._shown = percent
         filled = self.WIDTH * min(done, self.total) // self.total if self.total else self.WIDTH
         speed = done * self.period_ms / 1000 / max(time.monotonic() - self._started, 1e-9)
         print(f"\r  {self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} samples, "

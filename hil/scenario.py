@@ -12,6 +12,10 @@
     pybamm_parameters = "Chen2020"   # the PyBaMM truth's set: Chen2020 | ORegan2022 (temperature-dependent, cold runs)
     sensor_ranges = "hil/sensors/ranges.json"  # the sensor coefficient ranges each cell draws from (swap for a
                               # draw nobody tuned on)
+    [aged]                    # optional, ECM truth: start from an aged module, either by fast-forward ageing ...
+    cycles = 1000             # ... whole cycles (hil.physics.ageing) of dod (0.8), c_rate (1.0), temp_C (25.0) and
+                              # cycle_duration_s (10800), from initial_soc; or directly (not both):
+                              # capacity_factor = 0.9, resistance_factor = 1.3 (relative to fresh)
     [[load]]
     profile = "us06"          # cc | cccv | rest | hppc | us06 | udds_like | random | csv
     # cc: c_rate, duration_s, stop_V; rest: duration_s; cccv: c_rate, voltage_V, taper_c_rate;
@@ -60,6 +64,7 @@ class Scenario:
     sensor_ranges: Path = DEFAULT_RANGES_PATH
     source: Path = field(default_factory=Path)
     faults: list[Fault] = field(default_factory=list)
+    aged: dict[str, float] = field(default_factory=dict)  # the [aged] table, checked (_aged)
 
     @property
     def samples(self) -> int:
@@ -108,9 +113,33 @@ def _resolve(path: str, source: Path) -> Path:
 
 
 KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed", "initial_soc", "load", "fault",
-         "truth", "pybamm_parameters", "sensor_ranges"}
+         "truth", "pybamm_parameters", "sensor_ranges", "aged"}
+AGED_CYCLE_DEFAULTS = {"dod": 0.8, "c_rate": 1.0, "temp_C": 25.0, "cycle_duration_s": 3 * 3600.0}  # with "cycles"
+AGED_STATE_KEYS = ("capacity_factor", "resistance_factor")
 PYBAMM_PARAMETER_SETS = ("Chen2020", "ORegan2022")  # as hil.physics.pybamm_cells.PARAMETER_SETS (PyBaMM not imported)
 TRUTHS = ("ecm", "spme", "dfn")
+
+
+def _aged(table: Any, path: Path, truth: str) -> dict[str, float]:
+    """The [aged] table: fast-forward cycles (defaults filled in) or a state; either, not both."""
+    if not isinstance(table, dict) or not table:
+        if table:
+            raise ValueError(f"{path}: [aged] must be a table")
+        return {}
+    unknown = set(table) - {"cycles", *AGED_CYCLE_DEFAULTS, *AGED_STATE_KEYS}
+    if unknown:
+        raise ValueError(f"{path}: [aged] has unknown keys {sorted(unknown)}")
+    if ("cycles" in table) == any(k in table for k in AGED_STATE_KEYS):
+        raise ValueError(f"{path}: [aged] takes either cycles or capacity_factor/resistance_factor")
+    if truth != "ecm":
+        raise ValueError(f"{path}: [aged] needs the ECM truth (the PyBaMM truth has no ageing)")
+    try:
+        if "cycles" in table:
+            return {"cycles": float(table["cycles"]),
+                    **{k: float(table.get(k, default)) for k, default in AGED_CYCLE_DEFAULTS.items()}}
+        return {k: float(table[k]) for k in AGED_STATE_KEYS if k in table}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: [aged] values must be numbers") from None
 
 
 def load_scenario(path: Path, cells: int | None = None) -> Scenario:
@@ -140,6 +169,7 @@ def load_scenario(path: Path, cells: int | None = None) -> Scenario:
                          f"got {scenario.pybamm_parameters!r}")
     if not 1 <= scenario.cells <= 32 or scenario.period_ms <= 0 or scenario.duration_s <= 0:
         raise ValueError(f"{path}: cells must be 1..32, period_ms and duration_s > 0")
+    scenario.aged = _aged(raw.get("aged", {}), path, scenario.truth)
     scenario.segments()  # every load entry is checked now, not mid-run
     scenario.faults = parse_faults(raw.get("fault", []), path, scenario.cells)
     return scenario

@@ -18,6 +18,7 @@ import numpy as np
 
 from hil import faults
 from hil.chain import run_chain
+from hil.physics.module import CellModule
 from hil.plot import plot_run
 from hil.scenario import Scenario, load_scenario
 from hil.simulated import SimulatedModule
@@ -60,15 +61,26 @@ def write_outputs(out_dir: Path, module: SimulatedModule, rows: list[tuple[Any, 
     return {"voltage_reading_rms_error_mV": _rms(voltage_err_mV), "temp_reading_rms_error_K": _rms(temp_err_K)}
 
 
+def _start_aged(cells: CellModule, aged: dict[str, float]) -> None:
+    if "cycles" in aged:
+        cells.fast_forward(cycles=int(aged["cycles"]), dod=aged["dod"], c_rate=aged["c_rate"], temp_C=aged["temp_C"],
+                           cycle_duration_s=aged["cycle_duration_s"])
+        cells.t_s = 0.0  # the run's clock (and its faults' windows) start at the aged state
+    elif aged:
+        cells.set_state(capacity_factor=aged.get("capacity_factor"), resistance_factor=aged.get("resistance_factor"))
+
+
 def build_module(scenario: Scenario, index: int, truth: str, sensor_ranges: Path | None = None) -> SimulatedModule:
     """Board `index`'s simulated module: its own seed; cells from the scenario's cell file (truth "ecm") or
     PyBaMM ("spme", "dfn"; hil.physics.pybamm_cells); sensors drawn from sensor_ranges (default: the scenario's)."""
     seed = scenario.seed + index
     ranges = sensor_ranges or scenario.sensor_ranges
     if truth == "ecm":
+        cells = CellModule(scenario.params, scenario.cells, seed=seed, ambient_C=scenario.ambient_C,
+                           initial_soc=scenario.initial_soc)
+        _start_aged(cells, scenario.aged)
         return SimulatedModule(scenario.params, scenario.cells, scenario.segments(), seed=seed,
-                               ambient_C=scenario.ambient_C, initial_soc=scenario.initial_soc, faults=scenario.faults,
-                               ranges_path=ranges)
+                               faults=scenario.faults, ranges_path=ranges, cells=cells)
     from hil.physics.pybamm_cells import PybammCells  # imports PyBaMM (~1 s): only when asked for
 
     truth_cells = PybammCells(scenario.cells, model=truth, parameter_set=scenario.pybamm_parameters, seed=seed,
@@ -106,6 +118,7 @@ def run_scenario(path: Path, state_dir: Path, cells: int | None = None, realtime
         "simulated_s": round(final.t_s, 1), "wall_s": round(run.wall_s, 1),
         "x_realtime": round(final.t_s / run.wall_s, 1),
         "true_soc_start": round(float(np.mean(module.truth[0].soc)), 4),
+        "true_soh_start": round(float(np.mean(module.truth[0].soh)), 4),
         "true_soc_end": round(float(np.mean(final.soc)), 4),
         "true_temp_max_C": round(max(float(np.max(t.temp_C)) for t in module.truth), 2),
         "load_finished": module.load_done, "outputs": str(out_dir),

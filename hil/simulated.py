@@ -43,9 +43,11 @@ class TruthRow:
 class SimulatedModule:
     def __init__(self, params: CellParams, n_cells: int, load: list[Segment], seed: int = 1, ambient_C: float = 25.0,
                  initial_soc: float = 1.0, ranges_path: Path | str = DEFAULT_RANGES_PATH,
-                 plant: Plant | None = None, faults: Sequence[Fault] = (), cells: PybammCells | None = None) -> None:
-        """cells: a prebuilt truth (hil.physics.pybamm_cells) instead of the CellModule of params; faults that put
-        heat into a cell need the CellModule (hil.faults)."""
+                 plant: Plant | None = None, faults: Sequence[Fault] = (),
+                 cells: CellModule | PybammCells | None = None) -> None:
+        """cells: prebuilt cells (an aged CellModule, or hil.physics.pybamm_cells) instead of a fresh CellModule of
+        params (then seed only seeds the sensors, and ambient_C and initial_soc are the prebuilt cells' own); faults
+        that put heat into a cell need a CellModule (hil.faults)."""
         self.n_cells = n_cells
         self.capacity_Ah = params.nominal_capacity_Ah
         self.cells: CellModule | PybammCells = cells if cells is not None else CellModule(

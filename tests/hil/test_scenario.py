@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hil.scenario import load_scenario
@@ -118,3 +119,45 @@ c_rate = -1.0
     assert score["voltage_reading_rms_error_mV"] < 0.35  # 1 mV steps: sqrt(1/12) = 0.29 mV
     scenario.write_text(scenario.read_text().replace('cells = 2', f'cells = 2\nsensor_ranges = "{perfect}"'))
     assert load_scenario(scenario).sensor_ranges == perfect
+
+
+AGED = """
+name = "aged"
+cells = 3
+cell = "models/cells/panasonic_ncr18650pf_25C.json"
+duration_s = 10
+[[load]]
+profile = "rest"
+duration_s = 10
+"""
+
+
+def test_a_scenario_starts_from_an_aged_state(tmp_path: Path) -> None:
+    from hil.physics.module import CellModule
+    from hil.scenario_run import build_module
+
+    scenario = load_scenario(write(tmp_path, AGED + "[aged]\ncycles = 800\ndod = 0.9\n"))
+    module = build_module(scenario, 0, "ecm")
+    reference = CellModule(scenario.params, 3, seed=scenario.seed, initial_soc=1.0)
+    reference.fast_forward(cycles=800, dod=0.9, c_rate=1.0, temp_C=25.0, cycle_duration_s=3 * 3600.0)
+    module.step(1.0)
+    np.testing.assert_allclose(module.truth[0].soh, reference.capacity_Ah / reference.fresh_capacity_Ah)
+    assert np.all(module.truth[0].soh < 0.99) and module.truth[0].t_s == 1.0  # aged, and the run's clock at 0
+
+    scenario = load_scenario(write(tmp_path, AGED + "[aged]\ncapacity_factor = 0.85\nresistance_factor = 1.4\n"))
+    module = build_module(scenario, 0, "ecm")
+    module.step(1.0)
+    np.testing.assert_allclose(module.truth[0].soh, 0.85)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("cycles = 10\ncapacity_factor = 0.9\n", "either cycles or capacity_factor"),
+    ("years = 3\n", "unknown keys ['years']"),
+    ("capacity_factor = 'old'\n", "values must be numbers"),
+])
+def test_aged_table_errors(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        load_scenario(write(tmp_path, AGED + "[aged]\n" + table))
+    with pytest.raises(ValueError, match="needs the ECM truth"):
+        load_scenario(write(tmp_path, AGED.replace('cells = 3', 'cells = 3\ntruth = "spme"') +
+                            "[aged]\ncapacity_factor = 0.9\n"))
