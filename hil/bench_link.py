@@ -30,7 +30,7 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.firmware_build import build
+from hil.firmware_build import cached_build
 from hil.harness import Fleet, HostProcess, environment_versions, wait_for
 from host.broker import Broker, make_broker
 from host.store import open_store
@@ -317,7 +317,7 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
-    firmware_dir = build(state / "firmware-mpy")
+    firmware_dir = cached_build()
     plan = QUICK if quick else FULL
     log(f"faults: {plan.boards} boards x 16 cells, {plan.samples} samples each")
     result: dict[str, Any] = {"quick": quick}

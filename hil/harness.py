@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hil.firmware_build import cached_build
 from hil.link import PtyLink
 from hil.module import MinimalModule
 from hil.netproxy import BlackholeProxy
@@ -149,7 +150,7 @@ class Fleet:
     period_ms: int = 1000
     db_url: str | None = None
     heap_kb: int = 160
-    firmware_dir: Path = FIRMWARE
+    firmware_dir: Path | None = None  # default: the .mpy build of the sources (hil.firmware_build.cached_build)
     queue_capacity: int = 4096
     broker_prefer: str = "mosquitto"
     hold_broker: bool = False  # start() leaves broker and host down until release()
@@ -182,6 +183,7 @@ class Fleet:
     def start(self) -> None:
         self.started_at = time.time()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        firmware_dir = self.firmware_dir or cached_build()
         store = open_store(self.db)
         passwords = {}
         for device in self.device_ids():
@@ -226,7 +228,7 @@ class Fleet:
                 "heartbeat_path": str(self.state_dir / device / "heartbeat"),
                 **self.board_extra,
             }
-            board = BoardProcess(device, self.state_dir / device, config, self.heap_kb, self.firmware_dir)
+            board = BoardProcess(device, self.state_dir / device, config, self.heap_kb, firmware_dir)
             board.start()
             self.board_procs.append(board)
             if self.supervise:
