@@ -14,7 +14,7 @@
                               # draw nobody tuned on)
     [aged]                    # optional, ECM truth: start from an aged module, either by fast-forward ageing ...
     cycles = 1000             # ... whole cycles (hil.physics.ageing) of dod (0.8), c_rate (1.0), temp_C (25.0) and
-                              # cycle_duration_s (10800), from initial_soc; or directly (not both):
+                              # cycle_duration_s (10800) from full, then rested at initial_soc; or directly (not both):
                               # capacity_factor = 0.9, resistance_factor = 1.3 (relative to fresh)
     [[load]]
     profile = "us06"          # cc | cccv | rest | hppc | us06 | udds_like | random | csv

@@ -63,8 +63,11 @@ def write_outputs(out_dir: Path, module: SimulatedModule, rows: list[tuple[Any, 
 
 def _start_aged(cells: CellModule, aged: dict[str, float]) -> None:
     if "cycles" in aged:
+        start_soc = cells.soc
+        cells.set_state(soc=1.0)  # cycled from full, as in service; the run then starts rested at its own SoC
         cells.fast_forward(cycles=int(aged["cycles"]), dod=aged["dod"], c_rate=aged["c_rate"], temp_C=aged["temp_C"],
                            cycle_duration_s=aged["cycle_duration_s"])
+        cells.set_state(soc=start_soc)
         cells.t_s = 0.0  # the run's clock (and its faults' windows) start at the aged state
     elif aged:
         cells.set_state(capacity_factor=aged.get("capacity_factor"), resistance_factor=aged.get("resistance_factor"))

@@ -166,9 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hil import bench_hil, bench_link
+    from hil import bench_hil, bench_link, bench_soc
 
-    benches = {"link": bench_link.run, "hil": bench_hil.run}
+    benches = {"link": bench_link.run, "hil": bench_hil.run, "soc": bench_soc.run}
     out = Path(args.json) if args.json else None
     result = benches[args.name](out, args.quick, Path(args.state) / f"bench-{args.name}")
     print(json.dumps(result, indent=1))
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_cell)
 
     s = sub.add_parser("bench", parents=[common], help="benchmarks: measured figures as JSON")
-    s.add_argument("name", choices=("link", "hil"))
+    s.add_argument("name", choices=("link", "hil", "soc"))
     s.add_argument("--json", help="write the figures here too")
     s.add_argument("--quick", action="store_true", help="a small, fast run with the same checks (for tests)")
     s.set_defaults(func=cmd_bench)

@@ -1,0 +1,218 @@
+# Per-cell extended Kalman filter for state of charge on the two-RC model with hysteresis (Plett, Battery
+# Management Systems Vol. 2, 2015, ch. 3: EKF SoC estimation; the contract of issue 5). MicroPython and CPython
+# subset.
+#
+#   x = [soc, v1, v2, b]   b: current-sensor bias (A), true current I = I_meas − b
+#   predict:  soc' = soc + η'·I·dt/Q,  v_k' = v_k·e_k + R_k·I·(1 − e_k),  e_k = exp(−dt/(R_k·C_k)),  b' = b
+#             h' = s + (h − s)·exp(−γ·|I|·dt), s = sign I (h, the hysteresis state, is propagated, not estimated)
+#             F = [[1,0,0,−η'·dt/Q], [0,e1,0,−R1(1−e1)], [0,0,e2,−R2(1−e2)], [0,0,0,1]]
+#             P' = F·P·Fᵀ + diag(q_soc, q_v, q_v, q_b)·dt
+#   update:   V(x') = OCV(soc', T) + M·h' + v1 + v2 + R0·I + B·asinh(I/(2·I0)),  B = 2RT/F
+#             H = [dOCV/dsoc + h'·dM/dsoc, 1, 1, −(R0 + B/(2·I0·sqrt(1 + (I/(2·I0))²)))]
+#             y = V_meas − V(x'),  S = H·P·Hᵀ + r_V;  gated (skipped, counted) when y² > gate²·S, but only the first
+#             gate_run samples of a run beyond the gate: a spike is brief, a lasting innovation is the filter's own
+#             error (e.g. after a wrong start) and must be corrected, not locked out
+#             K = P·Hᵀ/S,  x += K·y,  P = (I − K·H)·P·(I − K·H)ᵀ + K·r_V·Kᵀ  (Joseph form)
+# Parameters are looked up at the prior soc and the cell's temperature (absent: the last valid reading, else
+# 25 °C); OCV and its slope at soc'. The Joseph form is evaluated expanded, P_ij − K_i·g_j − g_i·K_j + S·K_i·K_j
+# with g = P·Hᵀ (an identity for any K), on the 10 upper-triangle entries only, so P stays exactly symmetric.
+#
+# State and covariance live in float32 arrays (the board's float): per cell 4 state values, h, and P's upper
+# triangle [p00 p01 p02 p03 p11 p12 p13 p22 p23 p33]. Floats are heap objects on MicroPython, so a cell-step
+# allocates its ~285 float results and nothing else: 9.2 KB on the 64-bit unix port (32-byte blocks), about half on
+# a 32-bit board; ~17 µs per cell-step from .mpy (engine/streamrun.py measures both).
+
+import math
+from array import array
+
+from engine.cellmodel import Lookup
+from soxcommon.frame import ABSENT
+
+DEFAULT_TEMP_DC = 250
+CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
+
+
+class SocEkf:
+    def __init__(self, model, n_cells, cfg, typecode="f"):
+        """model: engine.cellmodel.CellModel; cfg: the estimator configuration (models/board/estimator.json);
+        typecode: storage of x and P, "f" (float32, the board) or "d" (float64 where the port has it)."""
+        for key in CONFIG_KEYS:
+            if key not in cfg or not cfg[key] >= 0:
+                raise ValueError("estimator config: %s must be a number >= 0" % key)
+        self.model = model
+        self.n_cells = n_cells
+        self.lookup = Lookup(model, n_cells)
+        self.q_soc = float(cfg["q_soc"])
+        self.q_v = float(cfg["q_v"])
+        self.q_b = float(cfg["q_b"])
+        self.r_V = float(cfg["r_V"])
+        self.gate2 = float(cfg["gate"]) ** 2
+        self.gate_run = int(cfg["gate_run"])
+        self.p0 = (float(cfg["p0_soc"]), float(cfg["p0_v"]), float(cfg["p0_b"]))
+        self.x = array(typecode, [0.0] * (4 * n_cells))
+        self.h = array(typecode, [0.0] * n_cells)
+        self.P = array(typecode, [0.0] * (10 * n_cells))
+        self.n_gated = array("i", [0] * n_cells)
+        self.run_gated = array("i", [0] * n_cells)  # consecutive samples beyond the gate
+        self.temp_dC = array("i", [DEFAULT_TEMP_DC] * n_cells)
+        self.current_A = 0.0  # the last valid current reading
+        self.capacity_As = array(typecode, [model.capacity_As] * n_cells)  # per cell: set_capacity_Ah (SoH)
+        for cell in range(n_cells):
+            self.reset(cell, 0.5)
+
+    def reset(self, cell, soc0):
+        """Start the cell at soc0 with v1 = v2 = b = 0, h = 0 and the initial covariance."""
+        x = self.x
+        i = 4 * cell
+        x[i] = soc0
+        x[i + 1] = x[i + 2] = x[i + 3] = 0.0
+        self.h[cell] = 0.0
+        P = self.P
+        i = 10 * cell
+        for k in range(10):
+            P[i + k] = 0.0
+        p_soc, p_v, p_b = self.p0
+        P[i] = p_soc
+        P[i + 4] = P[i + 7] = p_v
+        P[i + 9] = p_b
+        self.n_gated[cell] = 0
+        self.run_gated[cell] = 0
+
+    def set_capacity_Ah(self, cell, capacity_Ah):
+        """The cell's Q from now on (the model file's until set), e.g. a SoH tracker's estimate."""
+        self.capacity_As[cell] = capacity_Ah * 3600.0
+
+    def soc(self, cell):
+        s = self.x[4 * cell]
+        return 0.0 if s < 0.0 else 1.0 if s > 1.0 else s
+
+    def sigma(self, cell):
+        return math.sqrt(self.P[10 * cell])
+
+    def bias_A(self, cell):
+        return self.x[4 * cell + 3]
+
+    def gated(self, cell):
+        return self.n_gated[cell]
+
+    def step(self, dt_s, current_mA, volts_mV, temps_dC):
+        """One sample for every cell: pack current (mA, ABSENT: the last valid one), per-cell voltage (mV, ABSENT:
+        predict only) and temperature (0.1 °C, ABSENT: the last valid one)."""
+        self.set_current(current_mA)
+        for cell in range(self.n_cells):
+            self.step_cell(cell, dt_s, volts_mV[cell], temps_dC[cell])
+
+    def set_current(self, current_mA):
+        """The sample's pack current, before its step_cell() calls (ABSENT: keep the last valid one)."""
+        if current_mA != ABSENT:
+            self.current_A = current_mA * 0.001
+
+    def step_cell(self, cell, dt, v_mV, temp_dC):
+        """One cell's part of step() (a runner times and measures cell-steps one by one)."""
+        if temp_dC != ABSENT:
+            self.temp_dC[cell] = temp_dC
+        model = self.model
+        lk = self.lookup
+        x = self.x
+        i = 4 * cell
+        soc = x[i]
+        v1 = x[i + 1]
+        v2 = x[i + 2]
+        b = x[i + 3]
+        lk.params(cell, soc, self.temp_dC[cell])
+        cur = self.current_A - b
+
+        # Predict.
+        a = -dt / self.capacity_As[cell]  # F[0][3] = −η'·dt/Q
+        if cur > 0.0:
+            a *= model.efficiency
+        soc -= a * cur
+        r1 = lk.r1
+        r2 = lk.r2
+        e1 = math.exp(-dt / (r1 * lk.c1))
+        e2 = math.exp(-dt / (r2 * lk.c2))
+        c1 = -r1 * (1.0 - e1)  # F[1][3]
+        c2 = -r2 * (1.0 - e2)  # F[2][3]
+        v1 = v1 * e1 - c1 * cur
+        v2 = v2 * e2 - c2 * cur
+        h = self.h[cell]
+        if cur:
+            s = 1.0 if cur > 0.0 else -1.0
+            h = s + (h - s) * math.exp(-model.hyst_rate_per_As * abs(cur) * dt)
+            self.h[cell] = h
+
+        P = self.P
+        j = 10 * cell
+        p03 = P[j + 3]
+        p13 = P[j + 6]
+        p23 = P[j + 8]
+        p33 = P[j + 9]
+        # F·P·Fᵀ on the upper triangle (F's rows: [1,0,0,a], [0,e1,0,c1], [0,0,e2,c2], [0,0,0,1]).
+        n03 = p03 + a * p33
+        n13 = e1 * p13 + c1 * p33
+        n23 = e2 * p23 + c2 * p33
+        n00 = P[j] + a * (p03 + n03) + self.q_soc * dt
+        n01 = e1 * (P[j + 1] + a * p13) + c1 * n03
+        n02 = e2 * (P[j + 2] + a * p23) + c2 * n03
+        n11 = e1 * (e1 * P[j + 4] + c1 * p13) + c1 * n13 + self.q_v * dt
+        n12 = e2 * (e1 * P[j + 5] + c1 * p23) + c2 * n13
+        n22 = e2 * (e2 * P[j + 7] + c2 * p23) + c2 * n23 + self.q_v * dt
+        n33 = p33 + self.q_b * dt
+
+        if v_mV != ABSENT:
+            lk.ocv_at(cell, soc)
+            r0 = lk.r0
+            h3 = r0
+            v_pred = lk.ocv + lk.m * h + v1 + v2 + r0 * cur
+            if model.kinetic:
+                z = cur / (2.0 * lk.i0)
+                v_pred += lk.b_V * math.log(z + math.sqrt(z * z + 1.0))  # asinh, absent from some ports' math
+                h3 += lk.b_V / (2.0 * lk.i0 * math.sqrt(1.0 + z * z))
+            h3 = -h3
+            h0 = lk.docv + h * lk.dm
+            y = v_mV * 0.001 - v_pred
+            # g = P·Hᵀ, H = [h0, 1, 1, h3]
+            g0 = n00 * h0 + n01 + n02 + n03 * h3
+            g1 = n01 * h0 + n11 + n12 + n13 * h3
+            g2 = n02 * h0 + n12 + n22 + n23 * h3
+            g3 = n03 * h0 + n13 + n23 + n33 * h3
+            S = h0 * g0 + g1 + g2 + h3 * g3 + self.r_V
+            outlier = y * y > self.gate2 * S
+            self.run_gated[cell] = self.run_gated[cell] + 1 if outlier else 0
+            if outlier and self.run_gated[cell] <= self.gate_run:
+                self.n_gated[cell] += 1
+            else:
+                k0 = g0 / S
+                k1 = g1 / S
+                k2 = g2 / S
+                k3 = g3 / S
+                soc += k0 * y
+                v1 += k1 * y
+                v2 += k2 * y
+                b += k3 * y
+                # Joseph form, expanded: P_ij − K_i·g_j − g_i·K_j + S·K_i·K_j
+                n00 += (S * k0 - 2.0 * g0) * k0
+                n01 += S * k0 * k1 - k0 * g1 - g0 * k1
+                n02 += S * k0 * k2 - k0 * g2 - g0 * k2
+                n03 += S * k0 * k3 - k0 * g3 - g0 * k3
+                n11 += (S * k1 - 2.0 * g1) * k1
+                n12 += S * k1 * k2 - k1 * g2 - g1 * k2
+                n13 += S * k1 * k3 - k1 * g3 - g1 * k3
+                n22 += (S * k2 - 2.0 * g2) * k2
+                n23 += S * k2 * k3 - k2 * g3 - g2 * k3
+                n33 += (S * k3 - 2.0 * g3) * k3
+                x[i + 3] = b
+
+        x[i] = soc
+        x[i + 1] = v1
+        x[i + 2] = v2
+        P[j] = n00
+        P[j + 1] = n01
+        P[j + 2] = n02
+        P[j + 3] = n03
+        P[j + 4] = n11
+        P[j + 5] = n12
+        P[j + 6] = n13
+        P[j + 7] = n22
+        P[j + 8] = n23
+        P[j + 9] = n33

@@ -1,0 +1,275 @@
+"""Float64 host reference of the board's SoC estimator: the issue-5 contract's EKF, and a UKF of the same model,
+both through filterpy 2.0, one filter per cell, over a sample stream.
+
+Model (hil/physics/ecm.py, Plett 2004 / Battery Management Systems vol. 2, 2015, ch. 3): state x = [soc, v1, v2, b]
+with b the current-sensor bias (true current I = I_meas − b); the hysteresis h is propagated outside the state with
+I. Per sample, dt since the previous sample (0 for the first), parameters at the prior soc and the cell's measured
+temperature (absent: the last valid one, else 25 °C), then
+    predict  x' = F x + B·I_meas  (exact: the model is linear in x once η' = η if I > 0 else 1 is fixed),
+             F = [[1,0,0,−η'dt/Q],[0,e1,0,−R1(1−e1)],[0,0,e2,−R2(1−e2)],[0,0,0,1]], B = −F[:, 3] with B[3] = 0,
+             P' = F P Fᵀ + diag(q_soc, q_v, q_v, q_b)·dt
+    update   y = V_meas − V(x'), V = OCV(soc) + M(soc)·h + v1 + v2 + R0·I + B_ct·asinh(I/(2·I0)),
+             gate: skipped (and counted) when y² > gate²·S, but only the first gate_run samples of a run beyond the
+             gate (a lasting innovation is corrected, not locked out); no update when the voltage is absent.
+OCV and its slope are looked up at the predicted soc (V's dependence on the state); M, dM/dsoc, R0 and I0 are the
+prior-soc parameters (as the board's engine/ekf.py). soc is not clipped inside the filters, only in the reported
+estimates.
+
+EKF (Plett 2004, "Extended Kalman filtering for battery management systems of LiPB-based HEV battery packs",
+J. Power Sources 134): filterpy's ExtendedKalmanFilter.predict (x = F x + B u, P = F P Fᵀ + Q) and .update, which is
+the Joseph form P = (I − KH) P (I − KH)ᵀ + K R Kᵀ with K = P Hᵀ S⁻¹; H and V(x') are computed here and handed to it
+(the contract's H at x'), the gate is applied before, and P is symmetrised, (P + Pᵀ)/2, at the end of every step.
+
+UKF (Julier & Uhlmann 1997, "A new extension of the Kalman filter to nonlinear systems"; Wan & van der Merwe 2000,
+"The unscented Kalman filter for nonlinear estimation"): filterpy's UnscentedKalmanFilter with Merwe scaled sigma
+points, α = 1, β = 2, κ = 3 − n = −1 (n + κ = 3 matches the Gaussian's fourth moment, Julier & Uhlmann; with α = 1
+every covariance weight is positive, so the predicted P stays positive definite). The same process and measurement
+functions per sigma point (η' and I from each point's b); the same additive Q and r_V, the same gate (y and S of
+filterpy's update, undone when gated). Its update is P − K S Kᵀ (not Joseph); P is symmetrised as in the EKF."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from filterpy.kalman import ExtendedKalmanFilter, MerweScaledSigmaPoints, UnscentedKalmanFilter
+
+from host.estimate.cellmodel import BoardModel, CellValues, evaluate
+from soxcommon.frame import ABSENT
+
+CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
+DEFAULT_TEMP_C = 25.0
+UKF_ALPHA, UKF_BETA, UKF_KAPPA = 1.0, 2.0, -1.0
+# A stream record: t_ms, current_mA, voltage_mV per cell, temp_dC per cell; ABSENT (-2**30) where not measured.
+Record = tuple[int, int, Sequence[int], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Per record (rows) and cell (columns): soc clipped to [0, 1], soc_sigma = sqrt(P[0][0]), bias_A = b, gated:
+    the update was skipped by the gate. Step times: per cell-step (lookups, hysteresis, predict, gate, update)."""
+
+    t_ms: np.ndarray
+    soc: np.ndarray
+    soc_sigma: np.ndarray
+    bias_A: np.ndarray
+    gated: np.ndarray
+    step_us_median: float
+    step_us_p99: float
+
+    @property
+    def gated_count(self) -> np.ndarray:
+        return np.count_nonzero(self.gated, axis=0)
+
+
+def _config(cfg: Mapping[str, float]) -> dict[str, float]:
+    missing = [key for key in CONFIG_KEYS if key not in cfg]
+    if missing:
+        raise ValueError(f"estimator config lacks {', '.join(missing)}")
+    return {key: float(cfg[key]) for key in CONFIG_KEYS}
+
+
+def transition(model: BoardModel, prior: CellValues, dt_s: float, current_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """F and B of x' = F x + B·I_meas for the true current I = I_meas − b (whose sign picks η')."""
+    eta = model.coulombic_efficiency if current_A > 0 else 1.0
+    e1 = math.exp(-dt_s / float(prior.r1_ohm * prior.c1_F))
+    e2 = math.exp(-dt_s / float(prior.r2_ohm * prior.c2_F))
+    f = np.eye(4)
+    f[1, 1], f[2, 2] = e1, e2
+    f[:3, 3] = (-eta * dt_s / model.capacity_As, -float(prior.r1_ohm) * (1.0 - e1), -float(prior.r2_ohm) * (1.0 - e2))
+    b = np.zeros((4, 1))
+    b[:, 0] = -f[:, 3]
+    b[3, 0] = 0.0
+    return f, b
+
+
+def hysteresis(model: BoardModel, h: float, current_A: float, dt_s: float) -> float:
+    """h' = s + (h − s)·exp(−γ·|I|·dt), s = sign I; unchanged at I = 0 (Plett 2004)."""
+    if not current_A:
+        return h
+    target = math.copysign(1.0, current_A)
+    return target + (h - target) * math.exp(-model.hyst_rate_per_As * abs(current_A) * dt_s)
+
+
+def voltage_V(at: CellValues, prior: CellValues, x: np.ndarray, h: float, current_A: float) -> float:
+    """V(x) with the OCV from `at` (looked up at x's soc) and M, R0, I0 from the prior-soc `prior`."""
+    v = float(at.ocv_V + prior.hyst_V * h + x[1] + x[2] + prior.r0_ohm * current_A)
+    if prior.i0_A is not None:
+        v += float(prior.b_V * math.asinh(current_A / (2.0 * float(prior.i0_A))))
+    return v
+
+
+def _dv_dbias(prior: CellValues, current_A: float) -> float:
+    """∂V/∂b = −(R0 + B/(2·I0·sqrt(1 + (I/(2·I0))²))), the charge-transfer term only with I0."""
+    slope = float(prior.r0_ohm)
+    if prior.i0_A is not None:
+        i0_A = float(prior.i0_A)
+        slope += float(prior.b_V) / (2.0 * i0_A * math.sqrt(1.0 + (current_A / (2.0 * i0_A)) ** 2))
+    return -slope
+
+
+def _given(_x: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """filterpy's HJacobian / Hx callback: H and V(x') are computed before its update (for the gate)."""
+    return value
+
+
+class CellFilter(Protocol):
+    def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool: ...
+
+    @property
+    def x(self) -> np.ndarray: ...
+
+    @property
+    def P(self) -> np.ndarray: ...
+
+
+class _Tuned:
+    """What both filters take from the configuration: initial covariance, noises and the gate."""
+
+    def __init__(self, model: BoardModel, cfg: Mapping[str, float], kf: Any) -> None:
+        self.model = model
+        self.cfg = c = _config(cfg)
+        self.kf = kf
+        kf.P = np.diag([c["p0_soc"], c["p0_v"], c["p0_v"], c["p0_b"]])
+        kf.R = np.array([[c["r_V"]]])
+        self._q_per_s = np.diag([c["q_soc"], c["q_v"], c["q_v"], c["q_b"]])
+        self._gate2 = c["gate"] ** 2
+        self._gate_run = int(c["gate_run"])
+        self._run_gated = 0  # consecutive samples beyond the gate: only the first gate_run of a run are gated
+        self.h = 0.0
+
+    def _gated(self, innovation_V: float, s_V2: float) -> bool:
+        outlier = innovation_V * innovation_V > self._gate2 * s_V2
+        self._run_gated = self._run_gated + 1 if outlier else 0
+        return outlier and self._run_gated <= self._gate_run
+
+
+class EkfCell(_Tuned):
+    """The contract's EKF for one cell on a filterpy ExtendedKalmanFilter."""
+
+    def __init__(self, model: BoardModel, cfg: Mapping[str, float], soc0: float) -> None:
+        super().__init__(model, cfg, ExtendedKalmanFilter(dim_x=4, dim_z=1, dim_u=1))
+        self.kf.x = np.array([[soc0], [0.0], [0.0], [0.0]])
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.kf.x[:, 0]
+
+    @property
+    def P(self) -> np.ndarray:
+        return self.kf.P
+
+    def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool:
+        """One sample; True when the gate rejected the voltage."""
+        kf, model = self.kf, self.model
+        prior = evaluate(model, kf.x[0, 0], temp_C)
+        current_A = current_meas_A - kf.x[3, 0]  # the predict leaves b as it is
+        kf.F, kf.B = transition(model, prior, dt_s, current_A)
+        kf.Q = self._q_per_s * dt_s
+        kf.predict(u=current_meas_A)
+        self.h = hysteresis(model, self.h, current_A, dt_s)
+        gated = False
+        if voltage_meas_V is not None:
+            x = kf.x[:, 0]
+            at = evaluate(model, x[0], temp_C)
+            h_row = np.array([float(at.docv_dsoc_V + self.h * prior.dhyst_dsoc_V), 1.0, 1.0,
+                              _dv_dbias(prior, current_A)])
+            v_pred = voltage_V(at, prior, x, self.h, current_A)
+            innovation_V = voltage_meas_V - v_pred
+            gated = self._gated(innovation_V, float(h_row @ kf.P @ h_row) + self.cfg["r_V"])
+            if not gated:
+                kf.update(voltage_meas_V, HJacobian=_given, Hx=_given, args=(h_row[np.newaxis],),
+                          hx_args=(np.array([[v_pred]]),))
+        kf.P = 0.5 * (kf.P + kf.P.T)
+        return gated
+
+
+def _ukf_fx(x: np.ndarray, dt: float, model: BoardModel, prior: CellValues, current_meas_A: float) -> np.ndarray:
+    f, b = transition(model, prior, dt, current_meas_A - x[3])
+    return f @ x + b[:, 0] * current_meas_A
+
+
+def _ukf_hx(x: np.ndarray, model: BoardModel, prior: CellValues, h: float, current_meas_A: float,
+            temp_C: float) -> np.ndarray:
+    return np.array([voltage_V(evaluate(model, x[0], temp_C), prior, x, h, current_meas_A - x[3])])
+
+
+class UkfCell(_Tuned):
+    """The same model through filterpy's UnscentedKalmanFilter (module docstring)."""
+
+    def __init__(self, model: BoardModel, cfg: Mapping[str, float], soc0: float) -> None:
+        points = MerweScaledSigmaPoints(4, alpha=UKF_ALPHA, beta=UKF_BETA, kappa=UKF_KAPPA)
+        super().__init__(model, cfg, UnscentedKalmanFilter(dim_x=4, dim_z=1, dt=0.0, hx=_ukf_hx, fx=_ukf_fx,
+                                                           points=points))
+        self.kf.x = np.array([soc0, 0.0, 0.0, 0.0])
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.kf.x
+
+    @property
+    def P(self) -> np.ndarray:
+        return self.kf.P
+
+    def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool:
+        kf, model = self.kf, self.model
+        prior = evaluate(model, kf.x[0], temp_C)
+        self.h = hysteresis(model, self.h, current_meas_A - kf.x[3], dt_s)
+        kf.Q = self._q_per_s * dt_s
+        kf.predict(dt=dt_s, model=model, prior=prior, current_meas_A=current_meas_A)
+        gated = False
+        if voltage_meas_V is not None:
+            kf.update(np.array([voltage_meas_V]), model=model, prior=prior, h=self.h,
+                      current_meas_A=current_meas_A, temp_C=temp_C)
+            gated = self._gated(float(kf.y[0]), float(kf.S[0, 0]))
+            if gated:
+                kf.x, kf.P = kf.x_prior.copy(), kf.P_prior.copy()
+        kf.P = 0.5 * (kf.P + kf.P.T)
+        return gated
+
+
+def _run(cells: Sequence[CellFilter], records: Iterable[Record]) -> Estimates:
+    n_cells = len(cells)
+    temps_C = [DEFAULT_TEMP_C] * n_cells
+    current_A = 0.0
+    t_prev: int | None = None
+    t_ms: list[int] = []
+    rows: list[list[tuple[float, float, float, bool]]] = []
+    step_ns: list[int] = []
+    for t, current_mA, voltages_mV, temps_dC in records:
+        # u32 milliseconds: the difference modulo 2**32 survives a wrap.
+        dt_s = 0.0 if t_prev is None else ((t - t_prev) % 2**32) / 1000.0
+        t_prev = t
+        if current_mA != ABSENT:  # an absent current: the last valid one is held
+            current_A = current_mA / 1000.0
+        row = []
+        for cell, kf in enumerate(cells):
+            if temps_dC[cell] != ABSENT:
+                temps_C[cell] = temps_dC[cell] / 10.0
+            voltage = None if voltages_mV[cell] == ABSENT else voltages_mV[cell] / 1000.0
+            start_ns = time.perf_counter_ns()
+            gated = kf.step(dt_s, current_A, voltage, temps_C[cell])
+            step_ns.append(time.perf_counter_ns() - start_ns)
+            x = kf.x
+            row.append((min(max(float(x[0]), 0.0), 1.0), math.sqrt(float(kf.P[0, 0])), float(x[3]), gated))
+        t_ms.append(t)
+        rows.append(row)
+    table = np.array(rows, dtype=float).reshape(len(rows), n_cells, 4)
+    step_us = np.array(step_ns) / 1000.0 if step_ns else np.zeros(1)
+    return Estimates(t_ms=np.array(t_ms, dtype=np.int64), soc=table[..., 0], soc_sigma=table[..., 1],
+                     bias_A=table[..., 2], gated=table[..., 3].astype(bool), step_us_median=float(np.median(step_us)),
+                     step_us_p99=float(np.percentile(step_us, 99)))
+
+
+def run_ekf(model: BoardModel, cfg: Mapping[str, float], records: Iterable[Record], soc0: Sequence[float]) -> Estimates:
+    """The contract's EKF over a stream, one filter per cell, from the initial SoC per cell."""
+    return _run([EkfCell(model, cfg, s) for s in soc0], records)
+
+
+def run_ukf(model: BoardModel, cfg: Mapping[str, float], records: Iterable[Record], soc0: Sequence[float]) -> Estimates:
+    """The UKF of the same model over a stream, one filter per cell."""
+    return _run([UkfCell(model, cfg, s) for s in soc0], records)

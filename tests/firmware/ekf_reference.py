@@ -1,0 +1,115 @@
+"""Float64 numpy reference of the board cell-model lookup and the SoC EKF of the issue-5 contract (/tmp/spec5.md,
+firmware/engine/ekf.py), written independently of the board code for the parity tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+R_GAS = 8.314462618
+FARADAY = 96485.33212
+KELVIN = 273.15
+ABSENT = -(2**30)
+
+
+TABLES = ("ocv_V", "r0_ohm", "r1_ohm", "c1_F", "r2_ohm", "c2_F", "i0_A", "hyst_V", "dudt_V_per_K")
+
+
+class RefModel:
+    """The board holds the tables in float32: the reference takes the same numbers, then computes in float64."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.tables = {k: np.array(doc[k], np.float32).astype(float) for k in TABLES if doc[k] is not None}
+        self.soc = np.array(doc["soc"], float)
+        self.temp_C = np.array(doc["temp_C"], float)
+        self.q_As = doc["capacity_Ah"] * 3600.0
+        self.eta = doc["coulombic_efficiency"]
+        self.kinetic = doc["i0_A"] is not None
+
+    def _edge(self, temp_C: float) -> tuple[float, float]:
+        """(edge temperature, 1/T_K − 1/T_edge_K)."""
+        edge = float(np.clip(temp_C, self.temp_C[0], self.temp_C[-1]))
+        return edge, 1.0 / (temp_C + KELVIN) - 1.0 / (edge + KELVIN)
+
+    def table(self, key: str, soc: float, temp_C: float) -> float:
+        rows = self.tables[key]
+        edge, inv = self._edge(temp_C)
+        by_temp = [np.interp(soc, self.soc, row) for row in rows]
+        value = float(np.interp(edge, self.temp_C, by_temp))
+        if key in ("r0_ohm", "r1_ohm", "r2_ohm"):
+            value *= np.exp(self.doc["resistance_ea_J_per_mol"] / R_GAS * inv)
+        elif key == "i0_A":
+            value *= np.exp(-self.doc["i0_ea_J_per_mol"] / R_GAS * inv)
+        elif key == "ocv_V":
+            value += float(np.interp(soc, self.soc, self.tables["dudt_V_per_K"])) * (temp_C - edge)
+        return value
+
+    def slope(self, key: str, soc: float, temp_C: float) -> float:
+        """d/dsoc on the segment holding soc (the end segment outside the grid), linear in T inside the grid."""
+        k = int(np.clip(np.searchsorted(self.soc, soc, "right") - 1, 0, self.soc.size - 2))
+        rows = np.atleast_2d(self.tables[key])
+        slopes = (rows[:, k + 1] - rows[:, k]) / (self.soc[k + 1] - self.soc[k])
+        edge, _ = self._edge(temp_C)
+        return float(np.interp(edge, self.temp_C, slopes)) if rows.shape[0] > 1 else float(slopes[0])
+
+    def hyst(self, soc: float) -> float:
+        return float(np.interp(soc, self.soc, self.tables["hyst_V"]))
+
+
+class RefEkf:
+    """One cell, float64, every matrix product written out with numpy."""
+
+    def __init__(self, model: RefModel, cfg: dict[str, float], soc0: float) -> None:
+        self.m = model
+        self.cfg = cfg
+        self.x = np.array([soc0, 0.0, 0.0, 0.0])
+        self.P = np.diag([cfg["p0_soc"], cfg["p0_v"], cfg["p0_v"], cfg["p0_b"]])
+        self.h = 0.0
+        self.temp_C = 25.0
+        self.current_A = 0.0
+        self.gated = 0
+        self.run_gated = 0
+
+    def step(self, dt: float, current_mA: int, v_mV: int, temp_dC: int) -> None:
+        m, cfg = self.m, self.cfg
+        if current_mA != ABSENT:
+            self.current_A = current_mA * 1e-3
+        if temp_dC != ABSENT:
+            self.temp_C = temp_dC * 0.1
+        soc, v1, v2, b = self.x
+        T = self.temp_C
+        cur = self.current_A - b
+        r0, r1, c1, r2, c2 = (m.table(k, soc, T) for k in ("r0_ohm", "r1_ohm", "c1_F", "r2_ohm", "c2_F"))
+        mh, dmh = m.hyst(soc), m.slope("hyst_V", soc, T)
+        eta = m.eta if cur > 0 else 1.0
+        e1, e2 = np.exp(-dt / (r1 * c1)), np.exp(-dt / (r2 * c2))
+        F = np.array([[1, 0, 0, -eta * dt / m.q_As], [0, e1, 0, -r1 * (1 - e1)], [0, 0, e2, -r2 * (1 - e2)],
+                      [0, 0, 0, 1.0]])
+        x = np.array([soc + eta * cur * dt / m.q_As, v1 * e1 + r1 * cur * (1 - e1), v2 * e2 + r2 * cur * (1 - e2), b])
+        if cur != 0:
+            s = np.sign(cur)
+            self.h = s + (self.h - s) * np.exp(-m.doc["hyst_rate_per_As"] * abs(cur) * dt)
+        P = F @ self.P @ F.T + np.diag([cfg["q_soc"], cfg["q_v"], cfg["q_v"], cfg["q_b"]]) * dt
+        if v_mV != ABSENT:
+            v_pred = m.table("ocv_V", x[0], T) + mh * self.h + x[1] + x[2] + r0 * cur
+            dv_di = r0
+            if m.kinetic:
+                i0 = m.table("i0_A", soc, T)
+                B = 2 * R_GAS * (T + KELVIN) / FARADAY
+                v_pred += B * np.arcsinh(cur / (2 * i0))
+                dv_di += B / (2 * i0 * np.sqrt(1 + (cur / (2 * i0)) ** 2))
+            H = np.array([m.slope("ocv_V", x[0], T) + self.h * dmh, 1.0, 1.0, -dv_di])
+            y = v_mV * 1e-3 - v_pred
+            S = H @ P @ H + cfg["r_V"]
+            outlier = y * y > cfg["gate"] ** 2 * S
+            self.run_gated = self.run_gated + 1 if outlier else 0
+            if outlier and self.run_gated <= cfg["gate_run"]:
+                self.gated += 1
+            else:
+                K = P @ H / S
+                x = x + K * y
+                A = np.eye(4) - np.outer(K, H)
+                P = A @ P @ A.T + cfg["r_V"] * np.outer(K, K)
+        self.x, self.P = x, P
