@@ -32,6 +32,7 @@ bench: install
 	mkdir -p $(BUILD)
 	$(BIN)/soxbms bench link --json $(BUILD)/bench-link.json
 	$(BIN)/soxbms bench hil --json $(BUILD)/bench-hil.json
+	$(BIN)/soxbms bench soc --json $(BUILD)/bench-soc.json
 
 # Cross-compile every firmware module to .mpy, laid out as on the board's filesystem.
 firmware: install
