@@ -42,6 +42,7 @@ from typing import Any
 
 from hil import profiles
 from hil.faults import Fault, parse_faults
+from hil.physics import PYBAMM_PARAMETER_SETS
 from hil.physics.params import CellParams, load
 from hil.sensors.models import DEFAULT_RANGES_PATH
 
@@ -116,7 +117,6 @@ KNOWN = {"name", "cells", "cell", "period_ms", "duration_s", "ambient_C", "seed"
          "truth", "pybamm_parameters", "sensor_ranges", "aged"}
 AGED_CYCLE_DEFAULTS = {"dod": 0.8, "c_rate": 1.0, "temp_C": 25.0, "cycle_duration_s": 3 * 3600.0}  # with "cycles"
 AGED_STATE_KEYS = ("capacity_factor", "resistance_factor")
-PYBAMM_PARAMETER_SETS = ("Chen2020", "ORegan2022")  # as hil.physics.pybamm_cells.PARAMETER_SETS (PyBaMM not imported)
 TRUTHS = ("ecm", "spme", "dfn")
 
 

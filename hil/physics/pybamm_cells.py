@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.physics import PYBAMM_PARAMETER_SETS
 from hil.physics.module import MAX_CELLS, CellSpread, PerCell
 
 # No network here and no consent asked: PyBaMM reads this before it sets up its telemetry client.
@@ -55,7 +56,6 @@ KELVIN = 273.15
 FARADAY_C_per_mol = 96485.33212
 MODELS = ("spme", "dfn")
 DEFAULT_SPREAD = CellSpread()
-PARAMETER_SETS = ("Chen2020", "ORegan2022")
 # The LG M50's data-sheet window. ORegan2022 ships 4.4 V as the upper cut-off and as the OCV at 100 % SoC (the range
 # of its OCP fits); the cell is charged to 4.2 V, and "full" must mean the same state in both sets.
 UPPER_CUTOFF_V = 4.2
@@ -108,8 +108,8 @@ def _mapped(engine: _Engine, n: int) -> tuple[Any, Any]:
 
 
 def _parameter_values(parameter_set: str) -> Any:
-    if parameter_set not in PARAMETER_SETS:
-        raise ValueError(f"parameter_set must be one of {PARAMETER_SETS}, got {parameter_set!r}")
+    if parameter_set not in PYBAMM_PARAMETER_SETS:
+        raise ValueError(f"parameter_set must be one of {PYBAMM_PARAMETER_SETS}, got {parameter_set!r}")
     values = pybamm.ParameterValues(parameter_set)
     values["Upper voltage cut-off [V]"] = values["Open-circuit voltage at 100% SOC [V]"] = UPPER_CUTOFF_V
     return values

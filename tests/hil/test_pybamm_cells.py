@@ -137,9 +137,3 @@ def test_faults_on_the_pybamm_truth() -> None:
     with pytest.raises(ValueError, match=r"fault 0 \(internal_short\) puts heat into a cell"):
         module([Fault(0, "internal_short", 0.0, math.inf, cell=0, value={"short_ohm": 10.0})])
 
-
-def test_scenarios_offer_the_parameter_sets_the_truth_has() -> None:
-    from hil.physics.pybamm_cells import PARAMETER_SETS
-    from hil.scenario import PYBAMM_PARAMETER_SETS
-
-    assert PYBAMM_PARAMETER_SETS == PARAMETER_SETS
