@@ -38,10 +38,38 @@ bench: install
 firmware: install
 	$(BIN)/python -m hil.firmware_build $(BUILD)/firmware
 
-# make flash PORT=/dev/ttyUSB0 (then put the board's config.json at / with mpremote cp)
+# make flash PORT=/dev/ttyUSB0 [CONFIG=config.json]: the firmware, and the model files the config's "sox" section
+# names into the board's /models (then put the config at / with mpremote cp CONFIG :/config.json).
+CONFIG ?= firmware/config.example.json
+
+# The files of a config's "sox" section (each key's default where it names none: app/configschema.py), found by
+# file name in models/board/ or models/nn/, copied into argv[2]: the board's /models as a folder.
+define FLASH_MODELS
+import json, shutil, sys
+from pathlib import Path, PurePosixPath
+sys.path.insert(0, "firmware")
+from app.configschema import SOX_SCHEMA
+config, out = Path(sys.argv[1]), Path(sys.argv[2])
+sox = json.loads(config.read_text()).get("sox")
+if sox is None:
+    print(f"{config}: no sox section, so no model files (the board will not estimate)")
+for key, spec in SOX_SCHEMA.items() if sox is not None else ():
+    board_path = PurePosixPath(sox.get(key, spec[2]) or sys.exit(f"{config}: sox has no {key}"))
+    if board_path.parent != PurePosixPath("/models"):
+        sys.exit(f"{config}: sox {key} {board_path}: flash puts the model files in /models")
+    found = [d / board_path.name for d in (Path("models/board"), Path("models/nn")) if (d / board_path.name).exists()]
+    if not found:
+        sys.exit(f"{config}: sox {key} {board_path.name} is in neither models/board nor models/nn")
+    shutil.copy(found[0], out / board_path.name)
+    print(f"{found[0]} -> {board_path}")
+endef
+export FLASH_MODELS
+
 flash: firmware
-	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0"; exit 2; }
-	cd $(BUILD)/firmware && ../../$(BIN)/mpremote connect $(PORT) fs cp -r . : + reset
+	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0 [CONFIG=config.json]"; exit 2; }
+	rm -rf $(BUILD)/models && mkdir -p $(BUILD)/models
+	$(BIN)/python -c "$$FLASH_MODELS" $(CONFIG) $(BUILD)/models
+	cd $(BUILD)/firmware && ../../$(BIN)/mpremote connect $(PORT) fs cp -r . : + fs cp -r ../models : + reset
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache .mypy_cache .ruff_cache

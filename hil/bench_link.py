@@ -265,14 +265,17 @@ def throughput_and_latency(state: Path, per_device: int, latency_s: float) -> di
 # --- 4. heap -------------------------------------------------------------------------------------
 
 
-def survives(state: Path, heap_kb: int, samples: int, firmware_dir: Path) -> bool:
+def survives(state: Path, heap_kb: int, samples: int, firmware_dir: Path,
+             check: Callable[[Fleet], bool] | None = None, **fleet_args: Any) -> bool:
+    """One 16-cell board with -X heapsize=heap_kb stores all its samples (and passes `check`, if given);
+    fleet_args go to the Fleet (e.g. a rig module, estimation)."""
     run_dir = state / f"heap-{heap_kb}k"
     fleet = Fleet(run_dir, boards=1, cells=16, samples=samples, pace_ms=2, heap_kb=heap_kb,
-                  firmware_dir=firmware_dir)
+                  firmware_dir=firmware_dir, **fleet_args)
     try:
         fleet.start()
-        fleet.wait_boards(120)
-        ok = fleet.score()["stored"] == samples
+        fleet.wait_boards(120 + samples * 0.1)
+        ok = fleet.score()["stored"] == samples and (check is None or check(fleet))
     except (RuntimeError, TimeoutError):
         ok = False
     finally:
@@ -281,15 +284,16 @@ def survives(state: Path, heap_kb: int, samples: int, firmware_dir: Path) -> boo
     return ok
 
 
-def heap_min_kb(state: Path, samples: int, firmware_dir: Path, lo_kb: int = 8, hi_kb: int = 256) -> int | None:
-    """Smallest heap (a multiple of 8 KB) that survives; None when even hi_kb does not."""
-    if not survives(state, hi_kb, samples, firmware_dir):
+def heap_min_kb(state: Path, samples: int, firmware_dir: Path, lo_kb: int = 8, hi_kb: int = 256,
+                check: Callable[[Fleet], bool] | None = None, **fleet_args: Any) -> int | None:
+    """Smallest heap (a multiple of 8 KB) that survives (see survives()); None when even hi_kb does not."""
+    if not survives(state, hi_kb, samples, firmware_dir, check, **fleet_args):
         return None
     lo, hi = lo_kb // 8, hi_kb // 8  # in 8 KB steps; invariant: hi survives, lo is not known to
     while hi - lo > 1:
         mid = (lo + hi) // 2
         log(f"heap bisection: {mid * 8} KB")
-        if survives(state, mid * 8, samples, firmware_dir):
+        if survives(state, mid * 8, samples, firmware_dir, check, **fleet_args):
             hi = mid
         else:
             lo = mid

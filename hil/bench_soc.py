@@ -1,13 +1,10 @@
 """`soxbms bench soc`: SoC estimators scored against the rig's truth, under issue 5's conditions (hil.soc_score).
 
 Per scenario (scenarios/soc/*.toml): the simulated module runs on its own (no rig, no broker: the readings the
-board would get, sensor errors drawn per cell, and the truth), the readings go to a sample stream file
-(soxcommon.stream), and every estimator runs over the same stream with the same wrong start:
-- board EKF: firmware/engine/streamrun.py under MicroPython (-X heapsize=160k, code from the .mpy build),
-- host EKF: the float64 filterpy reference (host.estimate.reference), which also gives the board-vs-host gap,
-- coulomb counting: the reported current from the same start, with the model file's capacity,
-- board NN and board fused: the same runner in modes "nn" and "fused" (engine/fusion.py; the NN of
-  models/nn/soc_mlp.board.json, fused only on the cell type it was trained for, configuration "nn_cell").
+board would get, sensor errors drawn per cell, and the truth), and every estimator runs over those readings with the
+same wrong start (hil.soc_eval: board EKF, NN and fused under MicroPython, host filterpy EKF, coulomb counting).
+The real US06 recording is replayed as `soxbms hil replay` samples it (hil.replay, one sample a second) and
+evaluated as `soxbms hil replay --estimate` does (soc_eval.evaluate_log).
 The SoC bounds are on the shipped estimator ("shipped_estimator": board_fused when the configuration has "fusion").
 The board runs the one shipped configuration, models/board/estimator.json, with the board model made from the
 scenario's cell file (models/board/<cell>.json); nothing is tuned per scenario."""
@@ -15,7 +12,6 @@ scenario's cell file (models/board/<cell>.json); nothing is tuned per scenario."
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,29 +20,34 @@ from typing import Any
 
 import numpy as np
 
-from hil.firmware_build import cached_build
-from hil.harness import environment_versions, micropython_binary
+from hil.bench_heap import heap_min_with_estimators
+from hil.harness import environment_versions
 from hil.physics.ecm import R0
 from hil.physics.module import CellModule
 from hil.physics.params import load
-from hil.replay import LogOptions, ReplayModule, load_log, sample_times_ms, soc_by_coulomb_counting, timeline
+from hil.replay import (
+    LogOptions,
+    ReplayModule,
+    SentSample,
+    load_log,
+    sample_times_ms,
+    soc_by_coulomb_counting,
+    timeline,
+)
 from hil.scenario import ROOT, Scenario, load_scenario
 from hil.scenario_run import build_module
-from hil.soc_score import FloatArray, coulomb_count, score, wrong_start
-from host.estimate import cellmodel
+
+# run_board, soh_score and write_stream: hil.fusion_select and tests/hil/test_soh_aged.py take them from here.
+from hil.soc_eval import BOARD_MODELS, SHIPPED_CONFIG, Recording, evaluate, evaluate_log, shipped_estimator
+from hil.soc_eval import run_board as run_board
+from hil.soc_eval import soh_score as soh_score
+from hil.soc_eval import write_stream as write_stream
 from host.estimate import reference as reference_ekf
-from host.estimate.streamfile import read_estimates
 from soxcommon.frame import ABSENT
-from soxcommon.stream import SampleWriter
 
 SCENARIOS = ROOT / "scenarios" / "soc"
-BOARD_MODELS = ROOT / "models" / "board"
-SHIPPED_CONFIG = BOARD_MODELS / "estimator.json"
-NN_MODEL = ROOT / "models" / "nn" / "soc_mlp.board.json"
 REAL_US06 = ROOT.parent / "shared" / "data" / "panasonic-18650pf" / "us06_25degC.mat"  # ../shared/data/README.md
 REAL_CELL = ROOT / "models" / "cells" / "panasonic_ncr18650pf_25C.json"
-HEAP_KB = 160
-SOH_SCORED_BELOW = 0.99  # scenarios whose truth starts below this SoH score the SoH tracker
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,6 @@ class Plan:
 FULL = Plan(scenarios=("us06_25C_ecm", "udds_25C_ecm", "hppc_25C_ecm", "cccv_25C_ecm", "us06_0C_ecm", "udds_0C_ecm",
                        "us06_25C_spme", "udds_0C_spme", "us06_25C_dfn", "us06_aged_ecm"), cells=None, seconds=None)
 QUICK = Plan(scenarios=("us06_25C_ecm", "udds_0C_ecm"), cells=4, seconds=300.0)
-
-
-@dataclass
-class Recording:
-    """What the board would read, sample by sample, and the truth beside it."""
-
-    t_s: FloatArray  # from the start; the first record is the state at t = 0
-    current_A: FloatArray  # as the current sensor reported it (NaN where absent)
-    true_soc: FloatArray  # (samples, cells)
-    true_soh: FloatArray  # (cells,) at the start: present capacity over fresh
-    records: list[reference_ekf.Record]
-    true_capacity_Ah: FloatArray | None = None  # (cells,) at the end (simulated truth only)
-    true_r0_ohm: FloatArray | None = None  # (cells,) at the end, at the cells' final SoC and temperature
 
 
 def record(scenario: Scenario, truth: str) -> Recording:
@@ -94,29 +82,6 @@ def record(scenario: Scenario, truth: str) -> Recording:
     return rec
 
 
-def write_stream(path: Path, records: list[reference_ekf.Record], n_cells: int) -> None:
-    with open(path, "wb") as f:
-        writer = SampleWriter(f, n_cells)
-        for t_ms, current_mA, volts, temps in records:
-            writer.write(t_ms, current_mA, volts, temps)
-
-
-def run_board(stream: Path, model: Path, out: Path, soc0: FloatArray, mode: str = "ekf",
-              config: Path = SHIPPED_CONFIG) -> dict[str, Any]:
-    """The board's estimator (mode: ekf, nn or fused, engine/streamrun.py) over a stream file under MicroPython;
-    its summary line (step times, bytes per step)."""
-    build = cached_build()
-    code = (f"import sys\nsys.path.append({str(build)!r})\nfrom engine import streamrun\n"
-            f"streamrun.run({str(stream)!r}, {str(model)!r}, {str(config)!r}, {str(out)!r}, "
-            f"{[float(s) for s in soc0]!r}, {mode!r}, {str(NN_MODEL)!r})\n")
-    proc = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAP_KB}k", "-c", code], capture_output=True,
-                          text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"board estimator failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return summary
-
-
 def board_model_for(scenario: Scenario) -> Path:
     path = BOARD_MODELS / f"{scenario.params.name}.json"
     if not path.exists():
@@ -131,7 +96,7 @@ def run_scenario(path: Path, work: Path, cells: int | None, seconds: float | Non
         scenario.duration_s = min(scenario.duration_s, seconds)
     started = time.monotonic()
     rec = record(scenario, scenario.truth)
-    row = score_recording(scenario.name, rec, board_model_for(scenario), work)
+    row = evaluate(scenario.name, rec, board_model_for(scenario), work).row
     if "soh" in row:
         row["soh"]["ageing"] = scenario.aged
     row.update({"truth": scenario.truth, "ambient_C": scenario.ambient_C,
@@ -139,7 +104,7 @@ def run_scenario(path: Path, work: Path, cells: int | None, seconds: float | Non
     return row
 
 
-def record_log(path: Path, cell: Path, limit_s: float | None, period_ms: int = 1000) -> Recording:
+def replay_log(path: Path, cell: Path, limit_s: float | None, period_ms: int = 1000) -> list[SentSample]:
     """A cycler log as the board would read it (hil.replay's sampling: the last row at or before each sample time),
     with its reference SoC, coulomb-counted from full at the start with the cell file's capacity."""
     logs = timeline([path], [load_log(path, LogOptions())], period_ms, None)
@@ -148,97 +113,7 @@ def record_log(path: Path, cell: Path, limit_s: float | None, period_ms: int = 1
     module = ReplayModule(logs, reference)
     for k, _ in enumerate(sample_times_ms(logs, period_ms, limit_s)):
         module.step(period_ms / 1000 if k else 0.0)
-    sent = module.sent
-    records: list[reference_ekf.Record] = [
-        (s.t_ms, ABSENT if s.current_mA is None else s.current_mA, [ABSENT if s.voltage_mV is None else s.voltage_mV],
-         [ABSENT if s.temp_dC is None else s.temp_dC]) for s in sent]
-    return Recording(t_s=np.array([s.t_ms / 1000 for s in sent]),
-                     current_A=np.array([np.nan if s.current_mA is None else s.current_mA / 1000 for s in sent]),
-                     true_soc=np.array([[np.nan if s.ref_soc is None else s.ref_soc] for s in sent]),
-                     true_soh=np.ones(1), records=records)
-
-
-def score_recording(name: str, rec: Recording, model_path: Path, work: Path) -> dict[str, Any]:
-    """Every estimator over one recording, from the same wrong start."""
-    n = rec.true_soc.shape[1]
-    soc0 = wrong_start(rec.true_soc[0])
-    model = cellmodel.load(model_path)
-    stream, out = work / f"{name}.sxs", work / f"{name}.sxe"
-    write_stream(stream, rec.records, n)
-    board_summary = run_board(stream, model_path, out, soc0)
-    board = read_estimates(out).soc
-    nn_summary = run_board(stream, model_path, work / f"{name}.nn.sxe", soc0, "nn")
-    fused_summary = run_board(stream, model_path, work / f"{name}.fused.sxe", soc0, "fused")
-    host = reference_ekf.run_ekf(model, json.loads(SHIPPED_CONFIG.read_text()), rec.records, list(soc0))
-    coulomb = coulomb_count(rec.t_s, rec.current_A, soc0, model.capacity_Ah, model.coulombic_efficiency)
-    scored = {estimator: score(rec.t_s, estimate, rec.true_soc)
-              for estimator, estimate in (("board_ekf", board), ("host_ekf", host.soc), ("coulomb", coulomb),
-                                          ("board_nn", read_estimates(work / f"{name}.nn.sxe").soc),
-                                          ("board_fused", read_estimates(work / f"{name}.fused.sxe").soc))}
-    scores = {estimator: result.as_dict() for estimator, result in scored.items()}
-    # Board vs host once both have converged: from a 30 % wrong start the first updates amplify any difference
-    # (float32 state, a SoC on a table breakpoint taking the other segment's slope) until both filters have settled.
-    gap = []
-    for c, (b_cell, h_cell) in enumerate(zip(scored["board_ekf"].cells, scored["host_ekf"].cells, strict=True)):
-        after_s = max(b_cell.convergence_s or 0.0, h_cell.convergence_s or 0.0)
-        gap.append(float(np.max(np.abs(board[rec.t_s >= after_s, c] - host.soc[rec.t_s >= after_s, c]))))
-    return {
-        "scenario": name, "cells": n, "board_model": model_path.name, "samples": len(rec.records),
-        "simulated_s": float(rec.t_s[-1]),
-        "true_soc_start": round(float(np.mean(rec.true_soc[0])), 4),
-        "true_soc_end": round(float(np.mean(rec.true_soc[-1])), 4),
-        "true_soh_mean": round(float(np.mean(rec.true_soh)), 4),
-        "start_soc": [round(float(v), 4) for v in soc0],
-        "estimators": scores,
-        "board_vs_host_pct_max": round(max(gap) * 100, 3),
-        "board_vs_host_pct_max_whole_run": round(float(np.max(np.abs(board - host.soc))) * 100, 3),
-        "ekf_step_us_micropython": board_summary["ekf_step_us_median"],
-        "ekf_step_us_micropython_p99": board_summary["ekf_step_us_p99"],
-        "ekf_bytes_per_step": board_summary["bytes_per_step"],
-        "ekf_step_us_filterpy": round(host.step_us_median, 1), "ekf_step_us_filterpy_p99": round(host.step_us_p99, 1),
-        "gated_board": board_summary["gated"],
-        "best_board_estimator": _best(scores, ("board_ekf", "board_nn", "board_fused")),
-        # False: the NN is not for this cell type (configuration "nn_cell"), board_fused is the EKF alone.
-        "fused_uses_nn": "nn_step_us_median" in fused_summary,
-        "nn_step_us_micropython": nn_summary["nn_step_us_median"],
-        "nn_step_us_micropython_p99": nn_summary["nn_step_us_p99"],
-        "nn_bytes_per_step": nn_summary["nn_bytes_per_step"],
-        # board_fused's cell-step on top of the EKF's: NN inference and its measurement update (None: EKF alone)
-        "fused_extra_us_micropython": fused_summary.get("nn_step_us_median"),
-        "gated_nn_fused": fused_summary.get("nn_gated"),
-        **({"soh": soh_score(rec, board_summary, model)} if rec.true_capacity_Ah is not None
-           and float(np.mean(rec.true_soh)) < SOH_SCORED_BELOW else {}),
-    }
-
-
-def _best(scores: dict[str, dict[str, float | None]], estimators: tuple[str, ...]) -> str:
-    """The estimator with the lowest RMSE among those that converged (within 2 %), else the lowest RMSE."""
-    return min(estimators, key=lambda e: (scores[e]["convergence_s"] is None, scores[e]["rmse_pct"] or 0.0))
-
-
-def soh_score(rec: Recording, board: dict[str, Any], model: cellmodel.BoardModel) -> dict[str, Any]:
-    """The board's SoH tracker (engine/soh.py) at the end of the run against the truth at the end: capacity error
-    per cell over the true capacity, whether the truth lies within the estimate's ±2σ, and the same for R0."""
-    assert rec.true_capacity_Ah is not None and rec.true_r0_ohm is not None
-    cap, cap_sigma = np.array(board["soh_capacity_Ah"]), np.array(board["soh_capacity_sigma_Ah"])
-    r0, r0_sigma = np.array(board["soh_r0_ohm"]), np.array(board["soh_r0_sigma_ohm"])
-    cap_err = (cap - rec.true_capacity_Ah) / rec.true_capacity_Ah * 100
-    r0_err = (r0 - rec.true_r0_ohm) / rec.true_r0_ohm * 100
-    return {
-        "read_at_s": float(rec.t_s[-1]), "prior_capacity_Ah": model.capacity_Ah,
-        "prior_capacity_sigma_Ah": board["soh_capacity_prior_sigma_Ah"],
-        "true_fade_pct_mean": round(float(np.mean(1 - rec.true_capacity_Ah / model.capacity_Ah)) * 100, 2),
-        "capacity_pairs": board["soh_capacity_pairs"],
-        "capacity_err_pct": [round(float(e), 3) for e in cap_err],
-        "capacity_err_pct_max": round(float(np.max(np.abs(cap_err))), 3),
-        "capacity_sigma_pct_mean": round(float(np.mean(cap_sigma / rec.true_capacity_Ah)) * 100, 3),
-        "capacity_within_2sigma": float(np.mean(np.abs(cap - rec.true_capacity_Ah) <= 2 * cap_sigma)),
-        "r0_true_ohm_mean": round(float(np.mean(rec.true_r0_ohm)), 5),
-        "r0_err_pct": [round(float(e), 2) for e in r0_err],
-        "r0_err_pct_max": round(float(np.max(np.abs(r0_err))), 2),
-        "r0_within_2sigma": float(np.mean(np.abs(r0 - rec.true_r0_ohm) <= 2 * r0_sigma)),
-    }
-
+    return module.sent
 
 
 def _worst(rows: list[dict[str, Any]], estimator: str, key: str) -> float | None:
@@ -258,16 +133,18 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
     if REAL_US06.exists():
         print("  bench soc: the real NCR18650PF US06 recording", file=sys.stderr, flush=True)
         started_real = time.monotonic()
-        real = score_recording("real_us06_25C", record_log(REAL_US06, REAL_CELL, plan.seconds), BOARD_MODELS /
-                               f"{REAL_CELL.stem}.json", state)
+        real = evaluate_log("real_us06_25C", replay_log(REAL_US06, REAL_CELL, plan.seconds),
+                            BOARD_MODELS / f"{REAL_CELL.stem}.json", state).row
         real.update({"truth": "recording (reference SoC coulomb-counted from full with the fitted capacity)",
                      "ambient_C": 25.0, "wall_s": round(time.monotonic() - started_real, 1)})
     scored_real = [real] if real is not None else []
+    print("  bench soc: heap bisection, 16 cells with estimators", file=sys.stderr, flush=True)
+    heap_min = heap_min_with_estimators(state / "heap", samples=60 if quick else 300)
     # The SoC bounds are over fresh cells: the aged run is scored apart (the board assumes the model file's capacity).
     warm = [r for r in rows if r["ambient_C"] >= 20 and r["true_soh_mean"] > 0.99]
     cold = [r for r in rows if r["ambient_C"] < 5]
     config = json.loads(SHIPPED_CONFIG.read_text())
-    shipped = "board_fused" if "fusion" in config else "board_ekf"  # the bounds are on the shipped estimator
+    shipped = shipped_estimator(config)  # the bounds are on the shipped estimator
     result: dict[str, Any] = {
         "quick": quick, "configuration": config, "shipped_estimator": shipped,
         "soc_rmse_pct_max": _worst(warm, shipped, "rmse_pct"),
@@ -288,6 +165,7 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
         "soh_capacity_within_2sigma": min((r["soh"]["capacity_within_2sigma"] for r in rows if "soh" in r),
                                           default=None),
         "soh_r0_err_pct": max((r["soh"]["r0_err_pct_max"] for r in rows if "soh" in r), default=None),
+        "heap_min_bytes": heap_min,
         "real_us06": real if real is not None else f"{REAL_US06} not found",
         "scenarios": rows,
         "versions": environment_versions(),
@@ -304,6 +182,7 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
         "board_vs_host_pct_max <= 0.5": _at_most(result["board_vs_host_pct_max"], 0.5),
         "ekf_step_us_micropython <= 0.5 x filterpy": result["ekf_step_us_micropython"]
         <= 0.5 * result["ekf_step_us_filterpy"],
+        "heap_min_bytes <= 160 KB": heap_min is not None and heap_min <= 160 * 1024,
     }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ END_GAP_WINDOW_SOC = 0.05  # the branch gap near the charge branch's end, taken 
 PULSE_CURRENT_TOLERANCE = 0.1  # a pulse matches the requested current within 10 %
 MIN_PULSE_S = 5.0  # shorter pulses were cut by the voltage limit and are skipped
 MAX_PULSE_S = 60.0  # a longer run (the discharge to the next SoC level) separates pulse sets
+BRANCH_MIN_RISE = 0.5  # each C/20 branch (OCV ± H) rises with SoC at least this fraction of the OCV's own rise
 MIN_RATES = 3  # current levels in a pulse set needed to fit I0 besides R0 (two unknowns, one spare)
 I0_BOUNDS_A = (1e-3, 1e4)  # I0 at the upper bound: the kinetics look linear over the pulse currents
 I0_STARTS_A = (0.3, 3.0, 30.0)
@@ -387,6 +388,17 @@ def pulse_rc_tables(pulses: list[PulseFit]) -> dict[str, Any]:
     return {"R1 [Ohm]": _table(r1), "C1 [F]": _table(tau1 / r1), "R2 [Ohm]": _table(r2), "C2 [F]": _table(tau2 / r2)}
 
 
+def branch_limited(ocv_V: FloatArray, hysteresis_V: FloatArray) -> FloatArray:
+    """The largest band H' <= H whose branches OCV ± H' both rise with SoC by at least BRANCH_MIN_RISE of the OCV's
+    rise: |H'_j - H'_k| <= (1 - BRANCH_MIN_RISE)·|OCV_j - OCV_k|, i.e. H'_k = min_j (H_j + L·|OCV_k - OCV_j|), the
+    lower Lipschitz envelope of H in OCV (L = 1 - BRANCH_MIN_RISE). A branch that falls with SoC makes a rested
+    voltage mean two SoCs, which no estimator can resolve; the measured band is an upper bound anyway (it includes
+    relaxation slower than the RC pairs), so it is only ever lowered. Where the OCV is strictly increasing (the OCV
+    fit makes it so) the branches are then strictly increasing too."""
+    distance_V = np.abs(ocv_V[:, np.newaxis] - ocv_V[np.newaxis, :])
+    return np.asarray(np.min(hysteresis_V[np.newaxis, :] + (1.0 - BRANCH_MIN_RISE) * distance_V, axis=1))
+
+
 def fit(c20: CyclerLog, pulse: CyclerLog, name: str, pulse_current_A: float = 2.9) -> CellFit:
     ocv = fit_ocv(c20)
     pulses = fit_pulses(pulse, ocv.capacity_Ah, pulse_current_A)
@@ -402,7 +414,7 @@ def fit(c20: CyclerLog, pulse: CyclerLog, name: str, pulse_current_A: float = 2.
         kinetic_V = thermal_voltage_V(TEMPERATURE_C) * np.arcsinh(ocv.current_A / (2.0 * i0))
     else:
         r0, kinetic_V = _on_grid(pulses, "r0_ohm"), np.zeros_like(SOC_GRID)
-    hysteresis = np.maximum(ocv.half_gap_V - ocv.current_A * (r0 + r1 + r2) - kinetic_V, 0.0)
+    hysteresis = branch_limited(ocv.ocv_V, np.maximum(ocv.half_gap_V - ocv.current_A * (r0 + r1 + r2) - kinetic_V, 0.0))
     lit = {k: v for k, (v, _) in LITERATURE.items()}
     params: dict[str, Any] = {
         "name": name,
@@ -452,7 +464,10 @@ def _sources(ocv: OcvFit, pulses: list[PulseFit], steps: list[StepFit], pulse_cu
                     f"{ocv.monotone_fix_max_mV:.2f} mV). Data: {DATASET}."),
         "OCV hysteresis [V]": ("Measured: half the C/20 branch gap minus the steady resistive drop "
                                f"I*(R0+R1+R2) at {ocv.current_A:.3f} A, floored at 0; held beyond the charge branch's "
-                               "reach. Includes any relaxation slower than the RC pairs, so it is an upper bound."),
+                               "reach. Includes any relaxation slower than the RC pairs, so it is an upper bound. "
+                               f"Then lowered where needed so that both branches OCV ± H rise with SoC by at least "
+                               f"{BRANCH_MIN_RISE:g} of the OCV's rise (a falling branch makes a rested voltage "
+                               "ambiguous)."),
         "R0 [Ohm]": (f"Measured: mean of the voltage steps at the start and end of each {pulse_current_A:g} A HPPC "
                      f"pulse over the current (first samples ~0.1 s after the step); same pulses as R1. "
                      f"Data: {DATASET}."),

@@ -30,6 +30,16 @@ from host.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
+MODELS = ROOT / "models"
+
+
+def sox_config(cell: str) -> dict[str, str]:
+    """A board config's "sox" section (app/config.py) naming the repository's shipped estimator files for the
+    board cell model models/board/<cell>.json."""
+    return {"cell_model": str(MODELS / "board" / f"{cell}.json"),
+            "estimator": str(MODELS / "board" / "estimator.json"),
+            "nn_model": str(MODELS / "nn" / "soc_mlp.board.json"),
+            "safety": str(MODELS / "board" / "safety.json")}
 
 
 def micropython_binary() -> str:
@@ -161,6 +171,7 @@ class Fleet:
     realtime: bool = False  # the rigs follow the wall clock instead of lockstep
     host_extra: list[str] = field(default_factory=list)
     board_extra: dict[str, Any] = field(default_factory=dict)
+    sox_cell: str | None = None  # the boards estimate with this board cell model (sox_config); None: they do not
     broker: Broker | None = None
     hosts: list[HostProcess] = field(default_factory=list)
     rigs: list[Rig] = field(default_factory=list)
@@ -226,6 +237,7 @@ class Fleet:
                 "hil": {"port": link.slave_path}, "broker": broker_cfg,
                 "data_dir": str(self.state_dir / device / "data"), "queue_capacity": self.queue_capacity,
                 "heartbeat_path": str(self.state_dir / device / "heartbeat"),
+                **({} if self.sox_cell is None else {"sox": sox_config(self.sox_cell)}),
                 **self.board_extra,
             }
             board = BoardProcess(device, self.state_dir / device, config, self.heap_kb, firmware_dir)

@@ -14,9 +14,16 @@ SoC(t) = 1 + (Q(t) - Q(t_full)) / capacity, Q the trapezoid integral of the curr
 tester's Ah counter, which also holds steps the log left out), chained from one log to the next (charge between two
 logs is not logged and counts as none).
 
+With estimation (--estimate): every SoC estimator of `soxbms bench soc` (hil.soc_eval) runs over the samples as the
+board read them (the readings the host stored), with the shipped configuration and the board model made from the cell
+file, from 30 % below and 30 % above the reference SoC (or the given starts), scored against the reference SoC: RMSE
+and max error after convergence, convergence time, board-vs-host difference. The reference must be a logged column or
+coulomb counting from a stated full point (--full-at-s): a log start is not assumed full.
+
 Writes, in STATE/hil/replay-<name>/: samples.csv (per sample: log time, file, reference SoC, logged values, what the
-board stored), score.json (delivery counts, per-file figures, reference-SoC method, board-vs-log reading error) and
-plot.png."""
+board stored), score.json (delivery counts, per-file figures, reference-SoC method, board-vs-log reading error; with
+estimation its figures under "estimation"), plot.png, and with estimation estimates.csv (per sample: the reference and
+every estimator's SoC from every start) and estimate/ (the board model, the sample stream and the board's outputs)."""
 
 from __future__ import annotations
 
@@ -24,7 +31,9 @@ import csv
 import dataclasses
 import json
 import math
+import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.chain import run_chain
+from hil.chain import ProgressBar, run_chain
 from hil.cycler import (
     TIME_UNITS_S,
     CsvMapping,
@@ -46,6 +55,8 @@ from hil.cycler import (
 )
 from hil.physics import params as cell_params
 from hil.plot import new_figure, save_figure
+from hil.soc_eval import SHIPPED_CONFIG, estimates_csv, evaluate_log, per_start, shipped_estimator, table
+from host.boardmodel import convert
 from soxcommon import wire
 
 # Roles a --columns mapping may name (CsvMapping's and MatFields' attribute names), and those --scale may scale.
@@ -392,15 +403,22 @@ def plot_replay(out_png: Path, module: ReplayModule, stored: dict[int, tuple[Any
 
 
 def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOptions(), period_ms: int = 1000,
-           cell: Path | None = None, capacity_Ah: float | None = None, full_at_s: float = 0.0,
+           cell: Path | None = None, capacity_Ah: float | None = None, full_at_s: float | None = None,
            soc_column: str | None = None, soc_from: str = "current", limit_s: float | None = None,
-           max_hold_s: float | None = None, name: str | None = None) -> dict[str, Any]:
-    """Replays the logs in order through the whole chain; writes and returns the score. ValueError (CyclerFormatError
-    among them) for a file, mapping or option that cannot work."""
+           max_hold_s: float | None = None, name: str | None = None, estimate: bool = False,
+           soc0: Sequence[float] | None = None) -> dict[str, Any]:
+    """Replays the logs in order through the whole chain; writes and returns the score. full_at_s: None is the first
+    row, which estimate does not assume (it needs a stated full point or a SoC column). estimate: every SoC estimator
+    over the samples as the board read them (estimate_replay), from soc0 (default: 30 % below and above the reference).
+    ValueError (CyclerFormatError among them) for a file, mapping or option that cannot work."""
     if not paths:
         raise ValueError("no log to replay")
     if period_ms <= 0:
         raise ValueError(f"sample period must be positive, got {period_ms} ms")
+    if estimate:
+        _check_estimation(cell, full_at_s, soc_column, soc0)
+    elif soc0 is not None:
+        raise ValueError("--soc0 is the estimators' start: it goes with --estimate")
     if soc_column is not None:
         options = dataclasses.replace(options, columns={**options.columns, "soc": soc_column})
     logs = [load_log(Path(p), options) for p in paths]
@@ -413,13 +431,17 @@ def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOpti
     if soc_column is not None:
         reference = soc_from_column(replay_logs, soc_column)
     elif capacity_Ah is not None:
-        reference = soc_by_coulomb_counting(replay_logs, capacity_Ah, "--capacity-Ah", full_at_s, soc_from)
+        reference = soc_by_coulomb_counting(replay_logs, capacity_Ah, "--capacity-Ah", full_at_s or 0.0, soc_from)
     elif params is not None:
         reference = soc_by_coulomb_counting(replay_logs, params.nominal_capacity_Ah,
-                                            f"nominal capacity of --cell {cell}", full_at_s, soc_from)
+                                            f"nominal capacity of --cell {cell}", full_at_s or 0.0, soc_from)
     else:
         raise ValueError("the reference SoC needs a capacity (--capacity-Ah or --cell) or a logged SoC column "
                          "(--soc-column)")
+    blank = [k for k, soc in enumerate(reference.soc) if not np.all(np.isfinite(soc))] if estimate else []
+    if blank:
+        raise ValueError(f"{paths[blank[0]]}: the reference SoC column has blank rows: the estimators cannot be "
+                         "scored there")
     times_ms = sample_times_ms(replay_logs, period_ms, limit_s)
     if not times_ms:
         raise ValueError(f"nothing to replay before {limit_s} s")
@@ -428,7 +450,7 @@ def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOpti
     soc_text = (f"column {reference.column!r}" if reference.method == "column" else
                 f"coulomb counting ({'tester Ah column' if soc_from == 'ah' else 'logged current'}), "
                 f"{reference.capacity_Ah:.4f} Ah ({reference.capacity_from}), "
-                f"SoC 1 at {full_at_s:g} s (file {reference.full_at_file}, row {reference.full_at_row})")
+                f"SoC 1 at {reference.full_at_s:g} s (file {reference.full_at_file}, row {reference.full_at_row})")
     print(f"  replay {run_name}: {len(paths)} log(s), {len(times_ms)} samples every {period_ms} ms; reference SoC: "
           f"{soc_text}", file=sys.stderr)
     modules: list[ReplayModule] = []
@@ -459,8 +481,68 @@ def replay(paths: Sequence[Path], state_dir: Path, options: LogOptions = LogOpti
         "outputs": str(out_dir),
     })
     score["plot"] = str(plot_replay(out_dir / "plot.png", module, {r[1]: r for r in rows}, run_name))
+    if estimate:
+        assert cell is not None
+        score["estimation"] = estimate_replay(out_dir, run_name, board_read(module.sent, rows), Path(cell), soc0,
+                                              period_ms)
     (out_dir / "score.json").write_text(json.dumps(score, indent=1))
     return score
+
+
+def _check_estimation(cell: Path | None, full_at_s: float | None, soc_column: str | None,
+                      soc0: Sequence[float] | None) -> None:
+    """What estimation needs, before anything runs: the cell file (its board model) and a stated reference SoC."""
+    if cell is None:
+        raise ValueError("--estimate needs --cell: the estimators' board model is made from the cell file")
+    if soc_column is None and full_at_s is None:
+        raise ValueError("--estimate needs a reference SoC to score against: a logged SoC column (--soc-column) or "
+                         "the replay time at which the cell was full (--full-at-s; 0 when the log starts full)")
+    if soc0 is not None and not (soc0 and all(0.0 <= s <= 1.0 for s in soc0)):
+        raise ValueError(f"--soc0: start SoC fractions in 0..1, got {list(soc0)}")
+
+
+def board_read(sent: Sequence[SentSample], rows: list[tuple[Any, ...]]) -> list[SentSample]:
+    """The samples as the board read them: each one's readings from the row the host stored for its sequence number
+    (boot 1, sample k), every channel absent where the host got none."""
+    by_seq = {row[1]: row for row in rows}  # one cell: one row per sample
+    read = []
+    for k, s in enumerate(sent):
+        row = by_seq.get(k)
+        read.append(dataclasses.replace(s, current_mA=None if row is None else row[5],
+                                        voltage_mV=None if row is None else row[7],
+                                        temp_dC=None if row is None else row[8]))
+    return read
+
+
+def estimate_replay(out_dir: Path, run_name: str, samples: list[SentSample], cell: Path,
+                    soc0: Sequence[float] | None, period_ms: int) -> dict[str, Any]:
+    """Every SoC estimator over the replayed samples (hil.soc_eval, the evaluation of `bench soc`), with the board
+    model made from the cell file into out_dir/estimate; prints the table; writes estimates.csv."""
+    work = out_dir / "estimate"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    model_path = work / f"{cell.stem}.json"
+    convert(cell, model_path)
+    config = json.loads(SHIPPED_CONFIG.read_text())
+    shipped = shipped_estimator(config)
+    print(f"  estimate {run_name}: every estimator over the {len(samples)} samples the board read, shipped "
+          f"configuration {SHIPPED_CONFIG.name} ({shipped}), board model of {cell}", file=sys.stderr)
+    started = time.monotonic()
+    evaluation = evaluate_log(run_name, samples, model_path, work, soc0,
+                              lambda label: ProgressBar(f"estimate {label}", len(samples), period_ms))
+    with open(out_dir / "estimates.csv", "w", newline="") as f:
+        csv.writer(f).writerows(estimates_csv(evaluation))
+    print(table(evaluation, shipped), file=sys.stderr)
+    return {
+        **evaluation.row, "shipped_estimator": shipped, "configuration": config,
+        "configuration_file": str(SHIPPED_CONFIG), "board_model": str(model_path), "cell_file": str(cell),
+        "start_rule": "given (--soc0)" if soc0 is not None else "30 % below and 30 % above the reference SoC at the "
+                      "first sample, the other side where one leaves 0..1 (one start for a full or empty cell)",
+        "cells_note": "the logged cell is estimated once per start: 'cells' counts the starts",
+        "samples_used": "the readings the host stored from the board, per sample (absent where none arrived)",
+        "per_start": per_start(evaluation), "estimates_csv": str(out_dir / "estimates.csv"),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
 
 
 def parse_pairs(text: str | None, what: str) -> dict[str, str]:
@@ -474,6 +556,19 @@ def parse_pairs(text: str | None, what: str) -> dict[str, str]:
             raise ValueError(f"{what}: {item!r} is not role=value")
         out[role.strip()] = value.strip()
     return out
+
+
+def parse_starts(text: str | None) -> list[float] | None:
+    """--soc0's comma-separated start SoC fractions (None: not given); ValueError naming the bad item."""
+    if text is None:
+        return None
+    starts = []
+    for item in text.split(","):
+        try:
+            starts.append(float(item))
+        except ValueError:
+            raise ValueError(f"--soc0: {item.strip()!r} is not a number") from None
+    return starts
 
 
 def options_from_args(columns: str | None, scales: str | None, time_unit: str, current_sign: int,

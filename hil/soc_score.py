@@ -35,6 +35,10 @@ class CellScore:
     max_error_pct: float
     convergence_s: float | None
 
+    def as_dict(self) -> dict[str, float | None]:
+        return {"rmse_pct": round(self.rmse_pct, 3), "max_error_pct": round(self.max_error_pct, 3),
+                "convergence_s": self.convergence_s}
+
 
 @dataclass(frozen=True)
 class Score:
@@ -56,8 +60,8 @@ class Score:
         return None if any(t is None for t in times) else max(t for t in times if t is not None)
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"rmse_pct": round(self.rmse_pct, 3), "max_error_pct": round(self.max_error_pct, 3),
-                "convergence_s": self.convergence_s}
+        """The worst cell's figures (each figure's worst, possibly from different cells)."""
+        return CellScore(self.rmse_pct, self.max_error_pct, self.convergence_s).as_dict()
 
 
 def score(t_s: FloatArray, estimate: FloatArray, truth: FloatArray) -> Score:

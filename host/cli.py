@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,10 @@ from host.store import open_store
 from soxcommon import wire
 
 DEFAULT_STATE = "run"
+NO_ESTIMATE_HELP = ("the board does not estimate (default: it runs its SoC, SoH and SoS estimators with the board "
+                    "model of the scenario's cell, models/board/<cell>.json, or one made into the output folder)")
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "us06_short.toml"
+DEFAULT_ESTIMATOR = Path(__file__).resolve().parent.parent / "models" / "board" / "estimator.json"
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -72,11 +76,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
-    print(f"{'device':<14} {'online':<7} {'last seen (UTC)':<20} {'samples':>9} {'gaps':>6} {'dropped':>8}  firmware")
+    print(f"{'device':<14} {'online':<7} {'last seen (UTC)':<20} {'samples':>9} {'gaps':>6} {'dropped':>8} "
+          f"{'SoC %':>7} {'SoS':<8}  firmware")
     for r in rows:
         seen = datetime.fromtimestamp(r.last_seen, UTC).strftime("%Y-%m-%d %H:%M:%S") if r.last_seen else "never"
+        # the latest sample's board estimates: SoC mean over the cells, state of safety
+        soc = "-" if r.soc_pct is None else f"{r.soc_pct:.2f}"
+        sos = "-" if r.sos_level is None else wire.SOS_LEVELS[r.sos_level]
         print(f"{r.device:<14} {'yes' if r.online else 'no':<7} {seen:<20} {r.samples:>9} {r.gaps:>6} "
-              f"{r.dropped:>8}  {r.firmware or '-'}")
+              f"{r.dropped:>8} {soc:>7} {sos:<8}  {r.firmware or '-'}")
     print(f"quarantined messages: {summary['quarantined']}")
     return 0
 
@@ -85,13 +93,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = open_store(_db_url(args))
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
-        rows = store.samples(args.device, _wire_seconds(args.start), _wire_seconds(args.end))
-        n = export.write_csv(rows, out) if args.format == "csv" else export.write_jsonld(args.device, rows, out)
+        rows = store.samples(args.device, _wire_seconds(args.start), _wire_seconds(args.end), estimates=True)
+        write = export.write_csv if args.format == "csv" else functools.partial(export.write_jsonld, args.device)
+        n = write(rows, out, estimates=True)
     finally:
         if out is not sys.stdout:
             out.close()
         store.close()
     print(f"exported {n} cell readings of {args.device}", file=sys.stderr)
+    return 0
+
+
+def _estimate_progress() -> Callable[[str, int, int | None], None]:
+    """Progress lines on stderr once a run takes long: one every 2 s, and the last once any was shown."""
+    last_s = [time.monotonic()]
+    shown = [False]
+
+    def show(stage: str, done: int, total: int | None) -> None:
+        now_s = time.monotonic()
+        if now_s - last_s[0] < 2.0 and not (done == total and shown[0]):
+            return
+        last_s[0], shown[0] = now_s, True
+        what = f"{done} samples read" if total is None else f"{done}/{total} cell-steps ({100 * done // total} %)"
+        print(f"estimate: {what}", file=sys.stderr)
+
+    return show
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from hil.replay import parse_starts
+    from host.estimate import cellmodel, stored
+
+    if args.model is None:
+        print("error: the board does not report its cell model on the wire: give --model "
+              "models/board/<cell>.json, the file its config's sox.cell_model names", file=sys.stderr)
+        return 2
+    try:
+        model = cellmodel.load(args.model)
+        cfg = json.loads(Path(args.estimator).read_text(encoding="utf-8"))
+        soc0 = parse_starts(args.soc0)
+        window = _wire_seconds(args.t_from), _wire_seconds(args.t_to)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    store = open_store(_db_url(args))
+    try:
+        comparison = stored.estimate(store, args.device, model, cfg, args.filter, *window, soc0, _estimate_progress())
+    except ValueError as e:  # stored.EstimateError, or the estimator config's
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(comparison.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(comparison.as_dict(), indent=1) + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as out:
+            comparison.write_csv(out)
     return 0
 
 
@@ -151,17 +209,14 @@ def _run_and_print(run: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, An
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hil.scenario_run import run_scenario
+    from hil.scenario_run import run_scenario, run_summary
 
     print(f"soxbms run: {args.scenario} through rig, MicroPython board, broker and host (lockstep)", file=sys.stderr)
     status, score = _run_and_print(lambda: run_scenario(Path(args.scenario), Path(args.state), cells=args.cells,
-                                                        db_url=args.db, broker_prefer=args.prefer))
+                                                        db_url=args.db, broker_prefer=args.prefer,
+                                                        estimate=not args.no_estimate))
     if score:
-        print(f"sent {score['sent']}, stored {score['stored']}, lost {score['lost']}, "
-              f"duplicated {score['duplicates']}, gaps {score['gaps']}; board heap peak "
-              f"{score['heap_live_peak_bytes']} B; {score['simulated_s']:.0f} s simulated in {score['wall_s']} s; "
-              f"voltage readings vs truth {score['voltage_reading_rms_error_mV']} mV RMS. "
-              f"Outputs: {score['outputs']} (samples.csv, plot.png, score.json)", file=sys.stderr)
+        print(run_summary(score), file=sys.stderr)
     return status
 
 
@@ -185,7 +240,8 @@ def cmd_hil_run(args: argparse.Namespace) -> int:
 
     return _run_and_print(lambda: run_scenario(Path(args.scenario), Path(args.state), cells=args.cells,
                                                realtime=args.realtime, truth=args.truth,
-                                               sensor_ranges=args.sensor_ranges))[0]
+                                               sensor_ranges=args.sensor_ranges,
+                                               estimate=not args.no_estimate))[0]
 
 
 def cmd_hil_rig(args: argparse.Namespace) -> int:
@@ -201,13 +257,14 @@ def cmd_hil_rig(args: argparse.Namespace) -> int:
 
 
 def cmd_hil_replay(args: argparse.Namespace) -> int:
-    from hil.replay import options_from_args, replay
+    from hil.replay import options_from_args, parse_starts, replay
 
     def run() -> dict[str, Any]:
         options = options_from_args(args.columns, args.scale, args.time_unit, args.current_sign, args.delimiter)
         return replay(args.logs, Path(args.state), options, period_ms=args.period_ms, cell=args.cell,
                       capacity_Ah=args.capacity_Ah, full_at_s=args.full_at_s, soc_column=args.soc_column,
-                      soc_from=args.soc_from, limit_s=args.limit_s, max_hold_s=args.max_hold_s, name=args.name)
+                      soc_from=args.soc_from, limit_s=args.limit_s, max_hold_s=args.max_hold_s, name=args.name,
+                      estimate=args.estimate, soc0=parse_starts(args.soc0))
 
     return _run_and_print(run)[0]
 
@@ -254,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="file (default: standard output)")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("estimate", parents=[common], help="re-estimate a device's stored telemetry with the float64 "
+                       "host reference and compare with the SoC the board reported")
+    s.add_argument("device")
+    s.add_argument("--model", help="the board's cell model, models/board/<cell>.json (required: the board does not "
+                   "report which it runs)")
+    s.add_argument("--estimator", default=str(DEFAULT_ESTIMATOR), help="estimator configuration (default: the "
+                   "shipped %(default)s)")
+    s.add_argument("--filter", choices=("ekf", "ukf"), default="ekf", help="host filter (default: ekf, the board's)")
+    s.add_argument("--from", dest="t_from", help="ISO 8601 time, UTC unless a zone is given (synced samples only)")
+    s.add_argument("--to", dest="t_to", help="ISO 8601 time (exclusive)")
+    s.add_argument("--soc0", help="start SoC fraction(s), one for all cells or one per cell, comma-separated "
+                   "at every start (default: the board's reported SoC of each cell there)")
+    s.add_argument("--json", help="write the comparison here as JSON")
+    s.add_argument("--csv", help="write board and host SoC per sample and cell here")
+    s.set_defaults(func=cmd_estimate)
+
     s = sub.add_parser("broker", parents=[common], help="start Mosquitto with our config (amqtt where it is missing)")
     s.add_argument("--port", type=int, help="default: a free port")
     s.add_argument("--prefer", choices=("mosquitto", "amqtt"), default="mosquitto")
@@ -275,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "PyBaMM SPMe or DFN (default: the scenario's `truth`, else ecm)")
     s.add_argument("--sensor-ranges", type=Path, help="sensor coefficient ranges to draw from instead of the "
                    "scenario's (default hil/sensors/ranges.json): a draw nobody tuned on")
+    s.add_argument("--no-estimate", action="store_true", help=NO_ESTIMATE_HELP)
     s.set_defaults(func=cmd_hil_run)
     s = hil_sub.add_parser("rig", parents=[common], help="the rig alone on a serial port, for a real board on a bench")
     s.add_argument("scenario", help="scenario file (TOML)")
@@ -291,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", type=Path, help="the logged cell's parameter file, e.g. "
                    "models/cells/panasonic_ncr18650pf_25C.json (its nominal capacity is the default capacity)")
     s.add_argument("--capacity-Ah", type=float, help="capacity for the coulomb-counted reference SoC")
-    s.add_argument("--full-at-s", type=float, default=0.0, help="replay time of the full-charge point (SoC 1) of "
-                   "the coulomb counting (default 0: the first row)")
+    s.add_argument("--full-at-s", type=float, help="replay time of the full-charge point (SoC 1) of the coulomb "
+                   "counting (default: the first row; --estimate needs it stated, e.g. 0 for a log that starts full)")
     s.add_argument("--soc-column", help="reference SoC from this logged column (a fraction; --scale soc=0.01 for "
                    "percent) instead of coulomb counting")
     s.add_argument("--soc-from", choices=("current", "ah"), default="current", help="coulomb counting of the logged "
@@ -311,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "10 median time steps of the log, at least 2 sample periods)")
     s.add_argument("--limit-s", type=float, help="replay only the first S seconds")
     s.add_argument("--name", help="output folder STATE/hil/replay-NAME (default: the first log's name)")
+    s.add_argument("--estimate", action="store_true", help="run every SoC estimator of `bench soc` over the samples "
+                   "as the board read them and score them against the reference SoC (needs --cell, and --soc-column "
+                   "or --full-at-s); figures in score.json under \"estimation\", a table on stderr")
+    s.add_argument("--soc0", help="with --estimate: start SoC fraction(s), comma-separated (default: 30 %% below and "
+                   "30 %% above the reference at the first sample)")
     s.set_defaults(func=cmd_hil_replay)
 
     s = sub.add_parser("cell", help="cell parameter files: `soxbms cell fit C20 PULSE --name N --out F`")
@@ -330,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cells", type=int, help="override the scenario's cell count")
     s.add_argument("--prefer", choices=("mosquitto", "amqtt"), default="mosquitto",
                    help="broker to start (amqtt is also the fallback where Mosquitto is not installed)")
+    s.add_argument("--no-estimate", action="store_true", help=NO_ESTIMATE_HELP)
     s.set_defaults(func=cmd_run)
     return p
 

@@ -8,9 +8,12 @@ import functools
 import orjson
 
 from host.records import BirthRecord, DataRecord, DeathRecord, Record, Rejected
-from soxcommon import wire
+from soxcommon import validate, wire
 
 CELL_ALIASES = tuple(q[0] for q in wire.CELL_QUANTITIES)
+ESTIMATE_ALIASES = tuple(q[0] for q in wire.ESTIMATE_QUANTITIES)
+SOS_LEVEL = wire.SOS_LEVEL[0]
+SOS_REASONS = wire.SOS_REASONS[0]
 
 
 def parse(topic: str, payload: bytes, received_at: float) -> Record:
@@ -38,15 +41,19 @@ def _parse(topic: str, payload: bytes, received_at: float) -> Record:
     except orjson.JSONDecodeError as e:
         raise ValueError(f"malformed JSON: {e.msg} at {e.pos}") from None
     if kind == "data":
-        _raise_if(wire.check_data(msg))
+        _raise_if(validate.check_data(msg))
         cells = tuple(zip(*(msg[a] for a in CELL_ALIASES), strict=True))
+        if SOS_LEVEL not in msg:
+            return DataRecord(device, msg["b"], msg["s"], msg["lo"], msg["d"], msg["t"], msg["tm"], msg["tr"],
+                              msg["i"], cells, received_at)
+        estimates = tuple(zip(*(msg[a] for a in ESTIMATE_ALIASES), strict=True))
         return DataRecord(device, msg["b"], msg["s"], msg["lo"], msg["d"], msg["t"], msg["tm"], msg["tr"],
-                          msg["i"], cells, received_at)
+                          msg["i"], cells, received_at, estimates, msg[SOS_LEVEL], tuple(msg[SOS_REASONS]))
     if kind == "birth":
-        _raise_if(wire.check_birth(msg))
+        _raise_if(validate.check_birth(msg))
         return BirthRecord(device, msg["b"], msg["bd"], msg["n"], msg["fw"], msg["q"], msg["d"], received_at)
     if kind == "death":
-        _raise_if(wire.check_death(msg))
+        _raise_if(validate.check_death(msg))
         return DeathRecord(device, msg["bd"], received_at)
     raise ValueError(f"unexpected topic kind '{kind}'")
 

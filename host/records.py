@@ -18,6 +18,11 @@ class DataRecord(NamedTuple):
     current_mA: int | None
     cells: tuple[tuple[int | None, ...], ...]  # per cell, in wire.CELL_QUANTITIES order; None: absent
     received_at: float
+    # The board's estimates (None: the board sent none): per cell in wire.ESTIMATE_QUANTITIES order (None: that
+    # cell not estimated), the state-of-safety level and its reason codes (wire.reason).
+    estimates: tuple[tuple[int | None, ...], ...] | None = None
+    sos_level: int | None = None
+    sos_reasons: tuple[int, ...] | None = None
 
 
 class BirthRecord(NamedTuple):

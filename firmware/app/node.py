@@ -7,20 +7,37 @@
 # cursor to the tail: records are sent again with their original boot id and sequence number.
 # Sampling runs on sample time (the rig's in lockstep); keepalive, backoff and ack timeouts on
 # wall time.
+# With a "sox" section in the config every sample is estimated (engine/sox.py: SoC, SoH, state of
+# safety) before it is queued, and the queue record carries the estimates. Estimator files that are
+# missing or wrong are named in the log, and the board runs on without estimation.
 
 import gc
 import json
+import sys
+import time
 
 from app import telemetry
 from app.mqtt_client import Backoff, MqttClient
 from engine.clock import SampleClock
 from engine.nvstate import NvState
 from engine.ringqueue import RingQueue
-from engine.sample import Sample
+from engine.sample import Estimate, Sample
 from engine.ticks import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from soxcommon import wire
 
 HEARTBEAT_MS = 1000
+EMA_SHIFT = 5
+
+
+def _forget_modules_since(loaded):
+    """Drop the modules imported since sys.modules held `loaded` (and their package attributes): their code goes."""
+    for name in list(sys.modules):
+        if name not in loaded:
+            del sys.modules[name]
+            package, _, attr = name.rpartition(".")
+            if package in sys.modules and hasattr(sys.modules[package], attr):
+                delattr(sys.modules[package], attr)
+    gc.collect()
 
 
 class Node:
@@ -29,12 +46,19 @@ class Node:
         self.hal = hal
         self.wdt = watchdog
         self.log = log
+        # The estimators first: loading their files makes the largest transient of the start (the cell
+        # model's JSON), best met by an empty heap; what stays is then allocated below the rest.
+        self.sox = self._make_sox(cfg)
+        gc.collect()
         self.device = cfg["device_id"]
         data_dir = cfg["data_dir"]
         self.state = NvState(data_dir + "/state.json", {"boot": 0, "bd": 0})
         if self.state.damaged:
             log("state file damaged: boot id continues from the flash queue's records")
         self.queue = RingQueue(data_dir, cfg["cells"], cfg["queue_capacity"])
+        if self.queue.discarded:
+            log("queue of an older format (no estimates): %d unacknowledged records counted as dropped"
+                % self.queue.discarded)
         # A boot id must never repeat: the host would take the new boot's records for duplicates.
         # The queue's slots remember the last boot that wrote one, even if the state file is lost.
         self.boot = max(self.state.values["boot"], self.queue.last_boot) + 1
@@ -42,6 +66,14 @@ class Node:
         self.state.save()
         self.seq = 0
         self.sample = Sample(cfg["cells"])
+        self.estimate = Estimate(cfg["cells"])  # stays absent without estimation
+        self._prev_t_ms = None
+        # Per sample, in us: the estimators' time and the whole (estimate + queue append), each as a moving
+        # average over about 2**EMA_SHIFT samples (bounded integers however long the board runs), and the
+        # estimators' largest.
+        self.estimate_us_avg = 0
+        self.estimate_us_max = 0
+        self.process_us_avg = 0
         self.clock = SampleClock()
         self.send_pos = self.queue.tail
         self.resends = 0
@@ -51,7 +83,8 @@ class Node:
         broker = cfg["broker"]
         self.mqtt = MqttClient(
             self.device, broker["host"], broker["port"], keepalive_s=broker["keepalive_s"],
-            user=broker["user"], password=broker["password"], clean_session=True)
+            user=broker["user"], password=broker["password"], clean_session=True,
+            max_inflight=cfg["mqtt_inflight"])
         self.mqtt.on_message = self._on_message
         self.backoff = Backoff()
         self._subscribed = False
@@ -62,6 +95,24 @@ class Node:
         self._last_progress = now
         self._last_persist = now
         self._last_beat = now
+
+    def _make_sox(self, cfg):
+        files = cfg.get("sox")
+        if files is None:
+            return None
+        loaded = list(sys.modules)
+        try:
+            from engine.sox import Sox
+
+            gc.collect()  # the imports' garbage gone: the files' transient finds room in one piece
+            sox = Sox(cfg["cells"], cfg["sample_period_ms"], files["cell_model"], files["estimator"],
+                      files["nn_model"], files["safety"])
+        except (ValueError, MemoryError) as e:  # engine.sox.SoxError names the file; or no room for it all
+            self.log("estimation off: %s" % e)
+            _forget_modules_since(loaded)  # the estimators' code (~40 KB) would only take the heap
+            return None
+        self.log("estimation on: cell model %s%s" % (sox.model.name, ", fused with the NN" if sox.nn else ""))
+        return sox
 
     # --- MQTT session --------------------------------------------------------------------------
 
@@ -144,9 +195,24 @@ class Node:
             self.hal_errors += 1
             self.log("sample skipped: %s" % e)
             return
-        t_s, t_ms, relative = self.clock.stamp(self.sample.t_ms)
-        self.queue.append(self.boot, self.seq, t_s, t_ms, relative, self.sample)
+        sample = self.sample
+        t_s, t_ms, relative = self.clock.stamp(sample.t_ms)
+        t0 = time.ticks_us()
+        if self.sox is not None:
+            prev = self._prev_t_ms
+            self._prev_t_ms = sample.t_ms
+            dt_ms = 0 if prev is None else sample.t_ms - prev
+            self.sox.step(sample, dt_ms * 0.001 if dt_ms > 0 else 0.0)
+            self.sox.export(self.estimate)
+        t1 = time.ticks_us()
+        self.queue.append(self.boot, self.seq, t_s, t_ms, relative, sample, self.estimate)
+        t2 = time.ticks_us()
         self.seq += 1
+        estimate_us = time.ticks_diff(t1, t0)
+        self.estimate_us_avg += (estimate_us - self.estimate_us_avg) >> EMA_SHIFT
+        self.process_us_avg += (time.ticks_diff(t2, t0) - self.process_us_avg) >> EMA_SHIFT
+        if estimate_us > self.estimate_us_max:
+            self.estimate_us_max = estimate_us
 
     def _sample_period_ms(self):
         return self.cfg["pace_ms"] if self.cfg["lockstep"] else self.cfg["sample_period_ms"]
@@ -216,4 +282,6 @@ class Node:
             "dropped": self.queue.dropped, "hal_errors": self.hal_errors, "queue_head": self.queue.head,
             "link_timeouts": self.hal.link.timeouts, "link_nacks": self.hal.link.nacks,
             "link_crc_errors": self.hal.link.crc_errors,
-            "heap_live_peak_bytes": self.heap_live_peak, "heap_free_bytes": gc.mem_free()}))
+            "heap_live_peak_bytes": self.heap_live_peak, "heap_free_bytes": gc.mem_free(),
+            "estimation": self.sox is not None, "estimate_us_avg": self.estimate_us_avg,
+            "estimate_us_max": self.estimate_us_max, "sample_process_us_avg": self.process_us_avg}))

@@ -6,8 +6,10 @@ from soxcommon import wire
 from soxcommon.frame import ABSENT
 
 FIRMWARE_VERSION = "0.1.0"
+COMPACT = (",", ":")  # no blanks: a 16-cell data message with estimates is ~15 % shorter, in flight and in RAM
 
 _CELL_ALIASES = [q[0] for q in wire.CELL_QUANTITIES]
+_ESTIMATE_ALIASES = [q[0] for q in wire.ESTIMATE_QUANTITIES]
 
 
 def birth(boot, bd_seq, n_cells, queued, dropped):
@@ -20,11 +22,11 @@ def birth(boot, bd_seq, n_cells, queued, dropped):
         "al": wire.alias_table(),
         "q": queued,
         "d": dropped,
-    })
+    }, separators=COMPACT)
 
 
 def death(bd_seq):
-    return json.dumps({"bd": bd_seq})
+    return json.dumps({"bd": bd_seq}, separators=COMPACT)
 
 
 def _present(value):
@@ -47,4 +49,10 @@ def data(queue, low_seq):
     n = queue.n_cells
     for k in range(len(_CELL_ALIASES)):
         msg[_CELL_ALIASES[k]] = [_present(queue.record_cell(c, k)) for c in range(n)]
-    return json.dumps(msg)
+    level = queue.record_level()
+    if level != ABSENT:  # the board's estimates: all of them or none (wire.check_data)
+        for k in range(len(_ESTIMATE_ALIASES)):
+            msg[_ESTIMATE_ALIASES[k]] = [_present(queue.record_estimate(c, k)) for c in range(n)]
+        msg[wire.SOS_LEVEL[0]] = level
+        msg[wire.SOS_REASONS[0]] = [queue.record_reason(i) for i in range(queue.record_reasons())]
+    return json.dumps(msg, separators=COMPACT)

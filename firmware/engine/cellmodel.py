@@ -2,7 +2,8 @@
 # MicroPython and CPython subset.
 #
 # Tables are float32 arrays on one SoC grid and one temperature grid. Lookup rules (board and host identical):
-# linear in SoC, held at the end values outside the grid; linear in T between grid temperatures; beyond the
+# linear in SoC, held at the end values outside the grid, but the OCV goes on along its end segments (as the rig's
+# cells: hil/physics/ecm.py); linear in T between grid temperatures; beyond the
 # temperature edges resistances x exp(Ea/R·(1/T_K − 1/T_edge_K)), I0 x exp(−Ea_i0/R·(…)), OCV + dudt·(T − T_edge),
 # capacitances held (as hil/physics/ecm.py).
 #
@@ -88,8 +89,9 @@ def load(path):
 class Lookup:
     """Per-cell lookup state over one CellModel. params() evaluates at (soc, temperature) and leaves the values
     in attributes: r0, r1, c1, r2, c2 (ohm, F), m (hysteresis half-width V), dm (dM/dsoc, V), i0 (A, 0 without
-    the charge-transfer element), b_V = 2RT/F. ocv() then gives ocv (V) and docv (dOCV/dsoc, V) at the same
-    cell's temperature."""
+    the charge-transfer element), b_V = 2RT/F, and the SoC slopes dr0, dr1, dr2 (ohm), di0 (A) (the EKF's
+    Jacobian: the segment's slope inside the grid, 0 outside it, where the tables are held). ocv() then gives ocv (V)
+    and docv (dOCV/dsoc, V) at the same cell's temperature."""
 
     def __init__(self, model, n_cells):
         self.model = model
@@ -105,9 +107,12 @@ class Lookup:
         self.b_cell = [0.0] * n_cells
         self.r0 = self.r1 = self.c1 = self.r2 = self.c2 = 0.0
         self.m = self.dm = self.i0 = self.b_V = 0.0
+        self.dr0 = self.dr1 = self.dr2 = self.di0 = 0.0
         self.ocv = self.docv = 0.0
         self._k = 0
         self._u = 0.0
+        self._inside = False
+        self._beyond = 0.0  # soc minus the grid end it lies beyond (0 inside the grid)
         self._tk = 0
         self._tw = 0.0
         self._dtemp = 0.0
@@ -145,10 +150,16 @@ class Lookup:
         """Segment k and weight u of soc (held inside the grid): walk from the cell's last segment."""
         grid = self.model.soc
         k = self.segment[cell]
+        self._inside = False
+        self._beyond = 0.0
         if soc <= grid[0]:
+            self._beyond = soc - grid[0]
             soc = grid[0]
         elif soc >= grid[-1]:
+            self._beyond = soc - grid[-1]
             soc = grid[-1]
+        else:
+            self._inside = True
         while k > 0 and soc < grid[k]:
             k -= 1
         last = len(grid) - 2
@@ -203,13 +214,22 @@ class Lookup:
         if model.kinetic:
             self.i0 = self._at(model.i0) * self.f_i0[cell]
         self.b_V = self.b_cell[cell]
+        if self._inside:
+            self.dr0 = self._slope(model.r0) * f_r
+            self.dr1 = self._slope(model.r1) * f_r
+            self.dr2 = self._slope(model.r2) * f_r
+            if model.kinetic:
+                self.di0 = self._slope(model.i0) * self.f_i0[cell]
+        else:
+            self.dr0 = self.dr1 = self.dr2 = self.di0 = 0.0
 
     def ocv_at(self, cell, soc):
-        """ocv and docv at soc, for the cell whose params() ran last (its temperature)."""
+        """ocv and docv at soc, for the cell whose params() ran last (its temperature); beyond the grid the OCV
+        goes on along the end segment."""
         model = self.model
         self._seek(cell, soc)
-        self.ocv = self._at(model.ocv)
         self.docv = self._slope(model.ocv)
+        self.ocv = self._at(model.ocv) + self.docv * self._beyond
         if self._dtemp:
             dudt = model.dudt
             a = dudt[self._k]

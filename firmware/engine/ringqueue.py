@@ -2,7 +2,13 @@
 # leaves only when the host says it has committed it (end-to-end acknowledgement).
 #
 # File "queue.bin": a 16-byte header (magic, slot bytes, capacity) and `capacity` fixed-size slots.
-# Slot = i32 words [index, boot, seq, t, tm | tr << 10, current_mA, cells...] + CRC-32 of them.
+# Slot (format 2, magic "SXQ2"):
+#   i32 words [index, boot, seq, t, tm | tr << 10, current_mA, cells (CELL_FIELDS per cell)],
+#   u16 [estimates (ESTIMATE_FIELDS per cell), sos level, reason count, MAX_REASONS reason codes]
+#   (0xFFFF: absent, e.g. a board running without estimation), then a CRC-32 of all of it.
+# Format 1 ("SXQ1", before the estimates) is recognised, never read as format 2: its slots are scanned
+# once for the boot ids (a boot id must never repeat), its unacknowledged records are counted as dropped
+# (`discarded`), and an empty format-2 queue replaces it.
 # `index` counts every record ever written; slot = index % capacity. The head (next index) is
 # found again after a power cut by scanning the slots, so appends cost one slot write and no
 # metadata write. The tail (oldest unacknowledged) and the drop count go to "queue.tail",
@@ -13,15 +19,26 @@
 import binascii
 import os
 
-from soxcommon.frame import CELL_FIELDS, get_i32, get_u32, put_i32, put_u32
+from engine.sample import ESTIMATE_FIELDS, MAX_REASONS
+from soxcommon.frame import ABSENT, CELL_FIELDS, get_i32, get_u16, get_u32, put_i32, put_u16, put_u32
 
-MAGIC = 0x31515853  # "SXQ1"
+MAGIC = 0x32515853  # "SXQ2"
+MAGIC_V1 = 0x31515853  # "SXQ1": no estimates
 HEADER_BYTES = 16
 HEAD_WORDS = 6
+NONE_U16 = 0xFFFF  # an absent estimate or level
+
+
+def _words_bytes(n_cells):
+    return 4 * (HEAD_WORDS + CELL_FIELDS * n_cells)
 
 
 def slot_bytes(n_cells):
-    return 4 * (HEAD_WORDS + CELL_FIELDS * n_cells) + 4
+    return _words_bytes(n_cells) + 2 * (ESTIMATE_FIELDS * n_cells + 2 + MAX_REASONS) + 4
+
+
+def slot_bytes_v1(n_cells):
+    return _words_bytes(n_cells) + 4
 
 
 def _exists(path):
@@ -36,16 +53,16 @@ class RingQueue:
     def __init__(self, directory, n_cells, capacity):
         self.n_cells = n_cells
         self.capacity = capacity
-        self.slot = slot_bytes(n_cells)
+        self._est_off = _words_bytes(n_cells)  # the u16 part of a slot
         self._path = directory + "/queue.bin"
         self._tail_path = directory + "/queue.tail"
-        self.rec = bytearray(self.slot)  # record being written or last read
-        self._rec_view = memoryview(self.rec)[: self.slot - 4]
+        self._layout(slot_bytes(n_cells))
         self._key = bytearray(12)  # index, boot, seq of a slot
         self.head = 0
         self.tail = 0
         self.dropped = 0
         self.corrupt = 0
+        self.discarded = 0  # unacknowledged records of a format-1 queue (also counted in dropped)
         self.last_boot = 0  # highest boot id in any readable slot (acknowledged slots keep theirs)
         self._tail_saved = -1
         self._acks = {}  # boot -> highest sequence the host committed
@@ -53,17 +70,25 @@ class RingQueue:
 
     # --- storage -------------------------------------------------------------------------------
 
+    def _layout(self, slot):
+        self.slot = slot
+        self.rec = bytearray(slot)  # record being written or last read
+        self._rec_view = memoryview(self.rec)[: slot - 4]
+
     def _open(self):
         hdr = bytearray(HEADER_BYTES)
         fresh = True
         if _exists(self._path):
             self._f = open(self._path, "r+b")
-            if self._f.readinto(hdr) == HEADER_BYTES:
-                fresh = get_u32(hdr, 0) != MAGIC or get_u32(hdr, 4) != self.slot or get_u32(hdr, 8) != self.capacity
+            if self._f.readinto(hdr) == HEADER_BYTES and get_u32(hdr, 8) == self.capacity:
+                if get_u32(hdr, 0) == MAGIC_V1 and get_u32(hdr, 4) == slot_bytes_v1(self.n_cells):
+                    self._retire_v1()
+                else:
+                    fresh = get_u32(hdr, 0) != MAGIC or get_u32(hdr, 4) != self.slot
             if fresh:
                 self._f.close()
         if fresh:
-            # New or reconfigured (cell count or capacity changed): start an empty queue.
+            # New, reconfigured (cell count or capacity changed) or format 1: start an empty queue.
             put_u32(hdr, 0, MAGIC)
             put_u32(hdr, 4, self.slot)
             put_u32(hdr, 8, self.capacity)
@@ -77,6 +102,17 @@ class RingQueue:
             return
         self._read_tail()
         self._scan_head()
+
+    def _retire_v1(self):
+        """A format-1 queue: learn its boot ids and count its unacknowledged records as dropped."""
+        slot = self.slot
+        self._layout(slot_bytes_v1(self.n_cells))
+        self._read_tail()
+        self._scan_head()
+        self.discarded = self.head - self.tail
+        self.dropped += self.discarded
+        self.head = self.tail = 0
+        self._layout(slot)
 
     def _read_tail(self):
         try:
@@ -123,8 +159,9 @@ class RingQueue:
 
     # --- producer ------------------------------------------------------------------------------
 
-    def append(self, boot, seq, t_s, t_ms_part, relative, sample):
-        """Write one sample; drops (and counts) the oldest record when full. Allocates nothing."""
+    def append(self, boot, seq, t_s, t_ms_part, relative, sample, estimate):
+        """Write one sample and its engine.sample.Estimate; drops (and counts) the oldest record when
+        full. Allocates nothing."""
         rec = self.rec
         index = self.head
         put_u32(rec, 0, index)
@@ -138,6 +175,19 @@ class RingQueue:
         for k in range(len(cells)):
             put_i32(rec, off, cells[k])
             off += 4
+        values = estimate.values
+        for k in range(len(values)):
+            v = values[k]
+            put_u16(rec, off, NONE_U16 if v == ABSENT else v)
+            off += 2
+        level = estimate.level
+        put_u16(rec, off, NONE_U16 if level == ABSENT else level)
+        put_u16(rec, off + 2, estimate.n_reasons)
+        off += 4
+        reasons = estimate.reasons
+        for k in range(MAX_REASONS):
+            put_u16(rec, off, reasons[k])
+            off += 2
         put_u32(rec, off, binascii.crc32(self._rec_view))
         f = self._f
         f.seek(HEADER_BYTES + (index % self.capacity) * self.slot)
@@ -172,6 +222,22 @@ class RingQueue:
 
     def record_cell(self, c, k):
         return get_i32(self.rec, 4 * (HEAD_WORDS + c * CELL_FIELDS + k))
+
+    def record_estimate(self, c, k):
+        """Estimate k (wire.ESTIMATE_QUANTITIES order) of cell c; ABSENT when not estimated."""
+        v = get_u16(self.rec, self._est_off + 2 * (c * ESTIMATE_FIELDS + k))
+        return ABSENT if v == NONE_U16 else v
+
+    def record_level(self):
+        """The state-of-safety level; ABSENT: the record has no estimates."""
+        v = get_u16(self.rec, self._est_off + 2 * ESTIMATE_FIELDS * self.n_cells)
+        return ABSENT if v == NONE_U16 else v
+
+    def record_reasons(self):
+        return get_u16(self.rec, self._est_off + 2 * ESTIMATE_FIELDS * self.n_cells + 2)
+
+    def record_reason(self, i):
+        return get_u16(self.rec, self._est_off + 2 * (ESTIMATE_FIELDS * self.n_cells + 2 + i))
 
     def low_seq(self, boot):
         """Oldest sequence of `boot` still queued (everything below it is committed or dropped)."""

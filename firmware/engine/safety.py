@@ -30,6 +30,8 @@
 from array import array
 
 from soxcommon.frame import ABSENT, CELL_FIELDS
+from soxcommon.wire import SOS_CHECKS as CHECK_NAMES
+from soxcommon.wire import reason
 
 try:
     from micropython import const
@@ -55,21 +57,9 @@ P_RISE = const(7)
 GAS = const(8)
 I_CHARGE = const(9)
 I_DISCHARGE = const(10)
-N_CHECKS = const(11)
-# Config key per check id; the low checks' thresholds fall from warn to critical.
-CHECK_NAMES = (
-    "cell_voltage_high_mV",
-    "cell_voltage_low_mV",
-    "temp_high_dC",
-    "temp_low_dC",
-    "charge_temp_high_dC",
-    "charge_temp_low_dC",
-    "temp_rate_dC_per_min",
-    "pressure_rise_Pa",
-    "gas_ppm",
-    "charge_current_mA",
-    "discharge_current_mA",
-)
+N_CHECKS = const(11)  # CHECK_NAMES (wire.SOS_CHECKS): the limits config's key per check id
+# Reason code (wire.reason): level in bits 0-1, cell in bits 2-7, check from bit 8. The low checks' thresholds fall
+# from warn to critical.
 LOW_CHECKS = (V_LOW, T_LOW, T_CHARGE_LOW)  # the pack checks (I_CHARGE, I_DISCHARGE) report at cell 0
 
 _K_VOLTAGE = const(0)  # wire.CELL_QUANTITIES order
@@ -84,25 +74,6 @@ _RATE_WINDOW_MAX = const(600)  # samples in the dT/dt window (its ring's memory)
 _LEVEL_KEYS = ("warn", "alarm", "critical")
 _CHECK_KEYS = ("warn", "alarm", "critical", "hysteresis", "debounce_ms", "release_ms")
 _TEXT_KEYS = ("source", "note")
-
-
-# --- reason codes: level in bits 0-1, cell in bits 2-7, check from bit 8 ---------------------------
-
-
-def reason(check, cell, level):
-    return (check << 8) | (cell << 2) | level
-
-
-def reason_check(code):
-    return code >> 8
-
-
-def reason_cell(code):
-    return (code >> 2) & 0x3F
-
-
-def reason_level(code):
-    return code & 3
 
 
 # --- limits config ---------------------------------------------------------------------------------

@@ -1,14 +1,23 @@
 # Board runner: the SoC estimator driven by a recorded sample stream (soxcommon/stream.py), no broker, no rig.
 #
-#   micropython -X heapsize=160k firmware/engine/streamrun.py STREAM MODEL CONFIG OUT SOC0_CSV [MODE NN_MODEL]
+#   micropython -X heapsize=160k firmware/engine/streamrun.py STREAM MODEL CONFIG OUT SOC0 [MODE NN_MODEL]
+#                                                              [--state PATH]
 #
 # STREAM: SXS1 input; MODEL: board cell model (models/board/<name>.json); CONFIG: estimator configuration
-# (models/board/estimator.json); OUT: SXE1 output, one record per input record; SOC0_CSV: initial SoC per cell;
+# (models/board/estimator.json); OUT: SXE1 output, one record per input record; SOC0: initial SoC per cell (CSV), or
+# "ocv": each cell from its first voltage reading (engine/socstate.ocv_start; not in mode "nn");
 # MODE: "ekf" (default), "nn" (the neural estimator alone) or "fused" (EKF and NN as CONFIG's "fusion" says, see
 # engine/fusion.py); NN_MODEL: the NN board model (models/nn/soc_mlp.board.json) for "nn" and "fused".
+# --state PATH: persistence (engine/socstate.py, EKF modes): start from the state saved at PATH when it is valid
+# (widened by the policy's staleness), else from SOC0; save by the policy (SavePolicy), printing {"saved_t_ms": t}
+# after each save. A restarted board simply sees new samples: the caller feeds it the stream from where it stopped.
 # dt is the time since the previous record (0 for the first). Prints one JSON line at the end:
 #   {"records", "ekf_step_us_median", "ekf_step_us_p99" (per cell-step, time.ticks_us), "gated" (all cells),
 #    "bytes_per_step" (heap bytes per cell-step, gc.mem_alloc deltas), "gc_us_per_step" (collections, per record)}
+# "start": "state", "soc0" or "ocv"; "start_soc", "start_soc_sigma" per cell (before the first step); with --state:
+# "resumed", "resumed_t_ms" (the loaded state's sample time, null when not resumed), "fallback_reason" (why the
+# saved state was refused, socstate's reasons, null when resumed), "saves", "state_bytes", "save_us_max" and
+# "save_alloc_bytes_max" (per save).
 # with the NN: "nn_step_us_median", "nn_step_us_p99" (inference, the fusion update and the cell's share of the
 # sample's feature update), "nn_bytes_per_step"; "fused": also "nn_gated" (NN measurements gated, all cells); "nn"
 # has no EKF keys.
@@ -47,9 +56,56 @@ def _bin(us):
     return min(N_BINS - 1, int(us / BIN_US))
 
 
-def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
+class _Persistence:
+    """The runner's side of engine/socstate: the saved state loaded at the start, saves by the policy, and their
+    figures for the summary."""
+
+    def __init__(self, path, ekf, soh, policy):
+        from engine.socstate import SavePolicy, SocState
+
+        self.ekf = ekf
+        self.state = SocState(path, ekf, soh)
+        self.policy = policy or SavePolicy(ekf.n_cells)
+        self.reason = self.state.load()
+        self.resumed_t_ms = None
+        if self.reason is None:
+            self.resumed_t_ms = self.state.t_ms
+            self.policy.widen(ekf)
+        self.saves = 0
+        self.us_max = 0
+        self.bytes_max = 0
+
+    def sample(self, t_ms):
+        """After a sample's steps: save when the policy says so. Returns the µs spent collecting garbage first."""
+        if not self.policy.due(t_ms, self.ekf):
+            return 0
+        t0 = time.ticks_us()
+        gc.collect()  # so that the save's own allocation is measured without a collection inside it
+        t1 = time.ticks_us()
+        gc.disable()
+        m0 = gc.mem_alloc()
+        self.state.save(t_ms)
+        t2 = time.ticks_us()
+        m1 = gc.mem_alloc()
+        gc.enable()
+        self.policy.mark(t_ms, self.ekf)
+        self.saves += 1
+        self.us_max = max(self.us_max, time.ticks_diff(t2, t1))
+        self.bytes_max = max(self.bytes_max, m1 - m0)
+        print(json.dumps({"saved_t_ms": t_ms}))
+        return time.ticks_diff(t1, t0)
+
+    def report(self, summary):
+        summary.update({"resumed": self.reason is None, "resumed_t_ms": self.resumed_t_ms,
+                        "fallback_reason": self.reason, "saves": self.saves, "state_bytes": self.state.file_bytes(),
+                        "save_us_max": self.us_max, "save_alloc_bytes_max": self.bytes_max})
+
+
+def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=None, policy=None):
     """Run the estimator over the stream file `stream`, write `out`; returns (and prints) the summary dict.
-    mode: "ekf", "nn" or "fused"; nn_model: path of the NN board model (for "nn" and "fused")."""
+    soc0: initial SoC per cell, or None for the OCV start (EKF modes); mode: "ekf", "nn" or "fused"; nn_model: path
+    of the NN board model (for "nn" and "fused"); state_path: persistence (EKF modes) with `policy`
+    (engine.socstate.SavePolicy; None: its defaults)."""
     from engine import cellmodel
     from engine.ekf import SocEkf
     from engine.soh import SohTracker
@@ -57,6 +113,8 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
 
     if mode not in ("ekf", "nn", "fused"):
         raise ValueError("mode must be ekf, nn or fused")
+    if mode == "nn" and (soc0 is None or state_path is not None):
+        raise ValueError("the OCV start and persistence need the EKF (mode ekf or fused)")
     with open(config) as f:
         cfg = json.load(f)
     cell_model = cellmodel.load(model)
@@ -71,9 +129,9 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
     with open(stream, "rb") as fin, open(out, "wb") as fout:
         reader = SampleReader(fin)
         n = reader.n_cells
-        if len(soc0) != n:
+        if soc0 is not None and len(soc0) != n:
             raise ValueError("%d initial SoC values for %d cells" % (len(soc0), n))
-        ekf = nn = fusion = soh = None
+        ekf = nn = fusion = soh = persist = None
         if mode != "nn":
             ekf = SocEkf(cell_model, n, cfg)
             soh = SohTracker(ekf)
@@ -83,15 +141,18 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
             nn = NnSoc(mlp, n, cfg["nn_capacity_mAh"], cfg["nn_sigma"])
             if ekf is not None:
                 fusion = SocFusion(ekf, nn, cfg["fusion"])
-        for cell in range(n):
-            if ekf is not None:
-                ekf.reset(cell, soc0[cell])
-            if nn is not None:
-                nn.reset(cell, soc0[cell])
         estimator = fusion or ekf or nn
         writer = EstimateWriter(fout, n)
         hist = array("I", [0] * N_BINS)  # the EKF's cell-steps
         nn_hist = array("I", [0] * N_BINS) if nn is not None else None
+        start_soc = array("f", [0.0] * n)
+        start_sigma = array("f", [0.0] * n)
+        # After the large arrays, so that the load's short-lived objects do not split the heap under them.
+        if state_path is not None:
+            persist = _Persistence(state_path, ekf, soh, policy)
+        start = "state" if persist is not None and persist.reason is None else "soc0" if soc0 is not None else "ocv"
+        if start == "ocv":
+            from engine.socstate import ocv_start
         records = 0
         total_bytes = 0
         nn_bytes = 0
@@ -101,9 +162,23 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
         while reader.read():
             t_ms = reader.t_ms
             dt_s = 0.0 if prev_ms is None else (t_ms - prev_ms) * 0.001
-            prev_ms = t_ms
             volts = reader.volts_mV
             temps = reader.temps_dC
+            if prev_ms is None:  # the start, at the first sample's readings
+                if ekf is not None:
+                    ekf.set_current(reader.current_mA)
+                for cell in range(n):
+                    if start == "soc0" and ekf is not None:
+                        ekf.reset(cell, soc0[cell])
+                    elif start == "ocv":
+                        ocv_start(ekf, cell, volts[cell], temps[cell])
+                    start_soc[cell] = ekf.x[4 * cell] if ekf is not None else soc0[cell]
+                    start_sigma[cell] = ekf.sigma(cell) if ekf is not None else 0.0
+                    if nn is not None:
+                        nn.reset(cell, start_soc[cell])
+                if persist is not None:
+                    persist.policy.mark(t_ms, ekf)
+            prev_ms = t_ms
             share_us = 0.0
             if nn is not None:  # the features of all cells at once: each cell-step takes its share
                 gc.disable()  # a collection here would be charged to the features
@@ -145,9 +220,14 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
                 nn_bytes += m2 - m1
                 reserve = 2 * (m2 - m0) + 4096
             records += 1
+            if persist is not None:
+                gc_us += persist.sample(t_ms)
             writer.write(t_ms, estimator)
     steps = records * n
-    summary = {"records": records, "gc_us_per_step": gc_us / records if records else 0}
+    summary = {"records": records, "gc_us_per_step": gc_us / records if records else 0, "start": start,
+               "start_soc": list(start_soc), "start_soc_sigma": list(start_sigma)}
+    if persist is not None:
+        persist.report(summary)
     if ekf is not None:
         gated = 0
         for cell in range(n):
@@ -173,11 +253,16 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None):
 
 
 def main(argv):
+    state_path = None
+    if len(argv) > 2 and argv[-2] == "--state":
+        state_path = argv[-1]
+        argv = argv[:-2]
     if len(argv) not in (6, 8):
-        print("usage: streamrun.py STREAM MODEL CONFIG OUT SOC0_CSV [MODE NN_MODEL]")
+        print("usage: streamrun.py STREAM MODEL CONFIG OUT SOC0_CSV|ocv [MODE NN_MODEL] [--state PATH]")
         sys.exit(2)
     mode, nn_model = (argv[6], argv[7]) if len(argv) == 8 else ("ekf", None)
-    run(argv[1], argv[2], argv[3], argv[4], [float(v) for v in argv[5].split(",")], mode, nn_model)
+    soc0 = None if argv[5] == "ocv" else [float(v) for v in argv[5].split(",")]
+    run(argv[1], argv[2], argv[3], argv[4], soc0, mode, nn_model, state_path)
 
 
 if __name__ == "__main__":

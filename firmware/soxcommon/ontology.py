@@ -1,4 +1,5 @@
-# Ontology terms of the wire, one table for board and host (MicroPython and CPython subset).
+# Ontology terms of the wire and the exports, host side (MicroPython and CPython subset); the board
+# imports only the quantities' CURIEs (soxcommon/terms.py, re-exported here).
 # Namespaces as in the BattINFO JSON-LD context https://w3id.org/emmo/domain/battery/context.
 #
 # Every EMMO / BattINFO / SOSA term below was checked against the source ontology files; the
@@ -6,6 +7,22 @@
 # host/ontology/README.md) and tests/host/test_ontology.py checks this table against it.
 # Pinned versions: EMMO 1.0.1 (prefixed SI units from 1.0.2), domain-electrochemistry 0.37.2,
 # domain-battery 0.18.7, SOSA (W3C/OGC).
+
+# Quantities (classes): soxcommon/terms.py, re-exported here; the skos:prefLabel of each is in LABELS.
+from soxcommon.terms import (
+    ACOUSTIC_QUANTITY,
+    CELL_VOLTAGE,
+    CELSIUS_TEMPERATURE,
+    ELECTRIC_CURRENT,
+    INTERNAL_RESISTANCE,
+    METROLOGICAL_UNCERTAINTY,
+    OPEN_CIRCUIT_VOLTAGE,
+    PRESSURE,
+    STATE_OF_CHARGE,
+    STATE_OF_HEALTH,
+    STRAIN,
+    WAVELENGTH,
+)
 
 NAMESPACES = {
     "emmo": "https://w3id.org/emmo#",
@@ -19,18 +36,11 @@ NAMESPACES = {
     "skos": "http://www.w3.org/2004/02/skos/core#",
 }
 
-# Quantities (classes). The skos:prefLabel of each is in LABELS below.
-CELL_VOLTAGE = "electrochemistry:electrochemistry_4ebe2ef1_eea8_4b10_822d_7a68215bd24d"
-OPEN_CIRCUIT_VOLTAGE = "electrochemistry:electrochemistry_9c657fdc_b9d3_4964_907c_f9a6e8c5f52b"
-ELECTRIC_CURRENT = "emmo:EMMO_c995ae70_3b84_4ebb_bcfc_69e6a281bb88"
-CELSIUS_TEMPERATURE = "emmo:EMMO_66bc9029_f473_45ff_bab9_c3509ff37a22"
-PRESSURE = "emmo:EMMO_50a44256_9dc5_434b_bad4_74a4d9a29989"
-STRAIN = "emmo:EMMO_acf636d4_9ac2_4ce3_960a_d54338e6cae3"
-ACOUSTIC_QUANTITY = "emmo:EMMO_50b91f00_d1b3_4638_ab1e_8f982a37621a"
-WAVELENGTH = "emmo:EMMO_573c7572_e7c7_4909_93a4_2bfe102e389d"
-STATE_OF_CHARGE = "electrochemistry:electrochemistry_8b2aaa50_bbe1_45da_8778_8898326246a2"
-STATE_OF_HEALTH = "electrochemistry:electrochemistry_a7a4614f_2426_46f3_8475_cda4a9fabfce"
-INTERNAL_RESISTANCE = "electrochemistry:electrochemistry_9bf40017_3f58_4030_ada7_cb37a3dfda2d"
+# hasMetrologicalUncertainty: a quantity -> its MetrologicalUncertainty. The superclasses of our state-of-safety
+# terms: an ordered level (OrdinalQuantity), a coded finding (NominalProperty).
+HAS_METROLOGICAL_UNCERTAINTY = "emmo:EMMO_662c64e7_fc72_49b3_a161_f50fd42deafa"
+ORDINAL_QUANTITY = "emmo:EMMO_c46f091c_0420_4c1a_af30_0a2c8ebcf7d7"
+NOMINAL_PROPERTY = "emmo:EMMO_909415d1_7c43_4d5e_bbeb_7e1910159f66"
 
 # Features of interest: a cell is a BatteryCell, the pack (one board) a Battery.
 BATTERY_CELL = "battery:battery_68ed592a_7924_45d0_a108_94d6275d57f0"
@@ -66,6 +76,10 @@ LABELS = {
     STATE_OF_CHARGE: "StateOfCharge",
     STATE_OF_HEALTH: "StateOfHealth",
     INTERNAL_RESISTANCE: "InternalResistance",
+    METROLOGICAL_UNCERTAINTY: "MetrologicalUncertainty",
+    HAS_METROLOGICAL_UNCERTAINTY: "hasMetrologicalUncertainty",
+    ORDINAL_QUANTITY: "OrdinalQuantity",
+    NOMINAL_PROPERTY: "NominalProperty",
     BATTERY_CELL: "BatteryCell",
     BATTERY: "Battery",
     HAS_NUMERICAL_PART: "hasNumericalPart",
@@ -90,6 +104,10 @@ OWN_TERMS = (
      "received ultrasonic amplitude relative to the emitted one"),
     ("soxbms:FbgBraggWavelength", "FbgBraggWavelength", WAVELENGTH,
      "Bragg wavelength of a fibre Bragg grating strain/temperature sensor on a cell"),
+    ("soxbms:StateOfSafety", "StateOfSafety", ORDINAL_QUANTITY,
+     "state of safety of a battery as a level: 0 ok, 1 warn, 2 alarm, 3 critical (ordered, no arithmetic)"),
+    ("soxbms:SafetyFinding", "SafetyFinding", NOMINAL_PROPERTY,
+     "one reason for a state of safety above ok: the check, the cell and the level it reached"),
 )
 
 # Wire unit code -> (EMMO unit CURIE, decimal exponent e). The exported number is the wire
@@ -104,6 +122,7 @@ UNITS = {
     "bp": (UNIT_ONE, -4),  # 0.01 %
     "pm": (PICO_METRE, 0),
     "ue": (UNIT_ONE, -6),  # microstrain
+    "1": (UNIT_ONE, 0),  # a level (state of safety)
 }
 
 

@@ -14,8 +14,14 @@
 # Time: "t" is whole seconds, "tm" the milliseconds 0..999. When the board is synced ("tr": 0),
 # "t" counts from the MicroPython epoch 2000-01-01T00:00:00Z (fits 2**30 until 2034); before the
 # host's time sync ("tr": 1) it counts from the board's own start (board-relative).
+#
+# Board estimates (a board running its estimators, engine/sox.py) come as one optional group: all of
+# ESTIMATE_QUANTITIES (per cell, null for a cell not yet estimated), SOS_LEVEL and SOS_REASONS, or
+# none of them (a board without a cell model). A state-of-safety reason code is
+# check << 8 | cell << 2 | level (level 1..3: warn, alarm, critical; check: index in SOS_CHECKS;
+# a pack check reports at cell 0), at most SOS_MAX_REASONS per message, highest level first.
 
-from soxcommon import ontology as onto
+from soxcommon import terms as onto
 
 PROTOCOL_VERSION = 1
 EPOCH_2000_UNIX_S = 946684800  # the wire's epoch, 2000-01-01T00:00:00Z, in Unix seconds
@@ -38,6 +44,33 @@ CELL_QUANTITIES = (
 # Pack quantities: same layout, one value per sample.
 PACK_QUANTITIES = (
     ("i", "current_mA", onto.ELECTRIC_CURRENT, "mA", -1000000, 1000000),
+)
+
+# Board estimates per cell: same layout as CELL_QUANTITIES. SoH is the capacity estimate over the cell
+# model's nominal capacity; the board clamps every value into its range.
+ESTIMATE_QUANTITIES = (
+    ("sc", "soc_bp", onto.STATE_OF_CHARGE, "bp", 0, 10000),
+    ("su", "soc_sigma_bp", onto.METROLOGICAL_UNCERTAINTY, "bp", 0, 10000),  # 1 sigma of "sc"
+    ("sh", "soh_bp", onto.STATE_OF_HEALTH, "bp", 0, 20000),
+)
+# State of safety: the pack's level (0 ok, 1 warn, 2 alarm, 3 critical) and the reason codes.
+SOS_LEVEL = ("ss", "sos_level", "soxbms:StateOfSafety", "1", 0, 3)
+SOS_REASONS = ("sr", "sos_reasons", "soxbms:SafetyFinding", "code", 1, 0xFFFF)
+SOS_MAX_REASONS = 4
+SOS_LEVELS = ("ok", "warn", "alarm", "critical")
+# The checks of a reason code, by index (the limits keys of engine/safety.py).
+SOS_CHECKS = (
+    "cell_voltage_high_mV",
+    "cell_voltage_low_mV",
+    "temp_high_dC",
+    "temp_low_dC",
+    "charge_temp_high_dC",
+    "charge_temp_low_dC",
+    "temp_rate_dC_per_min",
+    "pressure_rise_Pa",
+    "gas_ppm",
+    "charge_current_mA",
+    "discharge_current_mA",
 )
 
 # Header fields of a data message: (key, lo, hi).
@@ -76,104 +109,22 @@ def valid_device_id(device):
 def alias_table():
     """Birth message's alias table: alias -> [CURIE, unit, column]."""
     table = {}
-    for q in CELL_QUANTITIES + PACK_QUANTITIES:
+    for q in CELL_QUANTITIES + PACK_QUANTITIES + ESTIMATE_QUANTITIES + (SOS_LEVEL, SOS_REASONS):
         table[q[0]] = [q[2], q[3], q[1]]
     return table
 
 
-_INT_ONLY = {int}
-_INT_OR_ABSENT = {int, type(None)}  # a cell reading the sensor did not deliver is null, never 0
+def reason(check, cell, level):
+    return (check << 8) | (cell << 2) | level
 
 
-def _is_int(value):
-    # type() rather than isinstance(): a JSON true/false (bool, an int subclass) is no measurement.
-    return type(value) is int
+def reason_parts(code):
+    """(check, cell, level) of a state-of-safety reason code."""
+    return code >> 8, (code >> 2) & 0x3F, code & 3
 
 
-def _check_int(msg, key, lo, hi):
-    value = msg.get(key)
-    if not _is_int(value):
-        return "field " + key + " missing or not an integer"
-    if value < lo or value > hi:
-        return "field " + key + " out of range"
-    return None
-
-
-_PACK_RANGES = tuple((q[0], q[4], q[5]) for q in PACK_QUANTITIES)
-_CELL_RANGES = tuple((q[0], q[4], q[5]) for q in CELL_QUANTITIES)
-_DATA_KEYS = len(DATA_HEADER) + len(PACK_QUANTITIES) + len(CELL_QUANTITIES)
-
-
-def check_data(msg):
-    """Error text for an invalid data message, None when it follows the wire definition.
-    The host's hot path: valid fields pass inline tests, only a failing one builds its reason."""
-    if not isinstance(msg, dict):
-        return "data message is not an object"
-    for key, lo, hi in DATA_HEADER:
-        value = msg.get(key)
-        if type(value) is not int or value < lo or value > hi:
-            return _check_int(msg, key, lo, hi)
-    if msg["lo"] > msg["s"]:
-        return "field lo is above s"
-    for key, lo, hi in _PACK_RANGES:
-        if key not in msg:
-            return _check_int(msg, key, lo, hi)
-        value = msg[key]
-        if value is not None and (type(value) is not int or value < lo or value > hi):
-            return _check_int(msg, key, lo, hi)
-    cells = -1
-    for alias, lo, hi in _CELL_RANGES:
-        values = msg.get(alias)
-        if not isinstance(values, list) or not values or len(values) > MAX_CELLS:
-            return "field " + alias + " missing or not a list of 1.." + str(MAX_CELLS) + " cells"
-        if cells < 0:
-            cells = len(values)
-        elif len(values) != cells:
-            return "field " + alias + " has " + str(len(values)) + " cells, expected " + str(cells)
-        # Whole-list checks run in C on the host (3x a per-value loop there).
-        types = set(map(type, values))
-        if types != _INT_ONLY:
-            if not types <= _INT_OR_ABSENT:
-                return "field " + alias + " has a value out of range or not an integer"
-            values = [v for v in values if v is not None]
-            if not values:
-                continue
-        if min(values) < lo or max(values) > hi:
-            return "field " + alias + " has a value out of range or not an integer"
-    if len(msg) != _DATA_KEYS:
-        for key in msg:
-            if not _known_key(key):
-                return "unknown alias " + str(key)
-    return None
-
-
-def _known_key(key):
-    for entry in DATA_HEADER + PACK_QUANTITIES + CELL_QUANTITIES:
-        if entry[0] == key:
-            return True
-    return False
-
-
-def check_birth(msg):
-    """Error text for an invalid birth message, None when valid."""
-    if not isinstance(msg, dict):
-        return "birth message is not an object"
-    if not _is_int(msg.get("pv")) or msg["pv"] != PROTOCOL_VERSION:  # true == 1.0 == 1 in Python
-        return "unsupported protocol version " + (str(msg["pv"]) if _is_int(msg.get("pv")) else "(not an integer)")
-    for key in ("b", "bd", "n", "q", "d"):
-        err = _check_int(msg, key, 0, INT_LIMIT - 1)
-        if err:
-            return err
-    if not 0 < msg["n"] <= MAX_CELLS:
-        return "field n (cell count) out of range"
-    if not isinstance(msg.get("fw"), str):
-        return "field fw missing"
-    if msg.get("al") != alias_table():
-        return "alias table differs from protocol version " + str(PROTOCOL_VERSION)
-    return None
-
-
-def check_death(msg):
-    if not isinstance(msg, dict):
-        return "death message is not an object"
-    return _check_int(msg, "bd", 0, INT_LIMIT - 1)
+def reason_text(code):
+    """A reason code in words, e.g. "cell_voltage_high_mV cell 3 alarm"."""
+    check, cell, level = reason_parts(code)
+    name = SOS_CHECKS[check] if check < len(SOS_CHECKS) else "check " + str(check)
+    return name + " cell " + str(cell) + " " + SOS_LEVELS[level]

@@ -11,7 +11,10 @@ Sign: current > 0 charges the cell. Per cell:
 Thomas-Alyea, Electrochemical Systems, 3rd ed. 2004, ch. 8; Plett, Battery Management Systems Vol. 1, 2015, ch. 3):
 instantaneous like R0, linear with slope RT/(F·I0) at small currents and logarithmic at large ones, so the drop
 per amp falls with the current. Without an exchange-current table the element and its rows are absent.
-Tables are bilinear in (SoC, T) and held at their edge values outside the grid; beyond a table's
+Tables are bilinear in (SoC, T) and held at their edge values outside the SoC grid, but for the OCV, which goes on
+along its end segments' slopes: a cell charged past the SoC 1 of its C/20 test (the rested state after CC-CV) sees its
+voltage rise steeply, as real cells do in overcharge, so a CV phase tapers instead of charging on at a flat OCV;
+beyond a table's
 temperature range resistances scale by Arrhenius exp(Ea/R·(1/T − 1/T_edge)), I0 by exp(−Ea_I0/R·(1/T − 1/T_edge))
 and the OCV follows its entropic slope dOCV/dT. Capacitances are held at the edge. The per-cell resistance factor
 (spread × ageing) multiplies the resistances and divides I0 (a charge-transfer resistance RT/(F·I0) grows with it).
@@ -99,11 +102,17 @@ class Ecm:
         values = np.array(columns).T  # [soc breakpoint, column]
         slope = np.diff(values, axis=0) / np.diff(grid)[:, np.newaxis]
         intercept = values[:-1] - slope * grid[:-1, np.newaxis]
-        # Segment k (from searchsorted over all breakpoints): value = intercept[k] + slope[k]·SoC, with flat
-        # segments before 0 and after 1 so that the SoC needs no clipping.
-        flat = np.zeros_like(values[:1])
-        self._segments = np.stack([np.concatenate([values[:1], intercept, values[-1:]]),
-                                   np.concatenate([flat, slope, flat])], axis=1)
+        # Segment k (from searchsorted over all breakpoints): value = intercept[k] + slope[k]·SoC, with segments
+        # before 0 and after 1 so that the SoC needs no clipping: flat, but the OCV's columns continue their end
+        # segments.
+        first = np.stack([values[0], np.zeros(len(columns))])
+        last = np.stack([values[-1], np.zeros(len(columns))])
+        ocv_columns = [OCV, *(c for _, rows, cols in by_grid.values() for r, *extra in cols if r == OCV
+                              for c in extra)]
+        first[:, ocv_columns] = intercept[0, ocv_columns], slope[0, ocv_columns]
+        last[:, ocv_columns] = intercept[-1, ocv_columns], slope[-1, ocv_columns]
+        self._segments = np.stack([np.concatenate([first[:1], intercept, last[:1]]),
+                                   np.concatenate([first[1:], slope, last[1:]])], axis=1)
         self._temp_interps = [_TempInterp(t, rows, np.array(cols)) for t, rows, cols in by_grid.values()]
 
         ea_over_R = params.resistance_activation_J_per_mol / GAS_CONSTANT_J_PER_MOLK

@@ -55,9 +55,11 @@ class BoardModel:
 
 @dataclass(frozen=True)
 class CellValues:
-    """Model values at (soc, T). Slopes are those of the SoC segment holding soc, outside the grid those of the end
-    segment (as the board: the voltage keeps pulling an unclipped soc back). b_V = 2RT_K/F; i0_A is None without the
-    charge-transfer element."""
+    """Model values at (soc, T); outside the SoC grid the tables hold their end values, but the OCV goes on along its
+    end segments (as the rig's cells). The OCV's and M's slopes are those of the SoC segment holding soc, outside the
+    grid those of the end segment (as the board: the voltage keeps pulling an unclipped soc back); the resistances' and
+    I0's (the EKF's Jacobian) are the segment's inside the grid and 0 outside it, where the tables are held.
+    b_V = 2RT_K/F; i0_A and di0_dsoc_A are None without the charge-transfer element."""
 
     ocv_V: np.ndarray
     docv_dsoc_V: np.ndarray
@@ -70,6 +72,10 @@ class CellValues:
     dhyst_dsoc_V: np.ndarray
     i0_A: np.ndarray | None
     b_V: np.ndarray
+    dr0_dsoc_ohm: np.ndarray
+    dr1_dsoc_ohm: np.ndarray
+    dr2_dsoc_ohm: np.ndarray
+    di0_dsoc_A: np.ndarray | None
 
 
 def _number(doc: dict[str, Any], key: str) -> float:
@@ -141,7 +147,9 @@ def evaluate(model: BoardModel, soc: ArrayLike, temp_C: ArrayLike) -> CellValues
     hi = tab[:, j_up, k] * (1.0 - w) + tab[:, j_up, k_up] * w
     values = lo * (1.0 - u) + hi * u
     dsoc = 1.0 / (model.soc[k_up] - model.soc[k])
-    docv = ((tab[OCV, j, k_up] - tab[OCV, j, k]) * (1.0 - u) + (tab[OCV, j_up, k_up] - tab[OCV, j_up, k]) * u) * dsoc
+    slopes = ((tab[:, j, k_up] - tab[:, j, k]) * (1.0 - u) + (tab[:, j_up, k_up] - tab[:, j_up, k]) * u) * dsoc
+    docv = slopes[OCV]
+    inside = (soc > model.soc[0]) & (soc < model.soc[-1])
     hyst_V = model.hyst_V[k] * (1.0 - w) + model.hyst_V[k_up] * w
     dudt = model.dudt_V_per_K[k] * (1.0 - w) + model.dudt_V_per_K[k_up] * w
 
@@ -149,11 +157,16 @@ def evaluate(model: BoardModel, soc: ArrayLike, temp_C: ArrayLike) -> CellValues
     temp_K = temp_C + KELVIN
     inv_dT = 1.0 / temp_K - 1.0 / (edge_C + KELVIN)  # 0 inside the grid
     r_factor = np.exp(model.resistance_ea_J_per_mol / GAS_CONSTANT_J_PER_MOLK * inv_dT)
-    i0_A = None
+    i0_A = di0 = None
     if model.i0_ea_J_per_mol is not None:
-        i0_A = values[I0] * np.exp(-model.i0_ea_J_per_mol / GAS_CONSTANT_J_PER_MOLK * inv_dT)
+        i0_factor = np.exp(-model.i0_ea_J_per_mol / GAS_CONSTANT_J_PER_MOLK * inv_dT)
+        i0_A = values[I0] * i0_factor
+        di0 = np.where(inside, slopes[I0] * i0_factor, 0.0)
+    dr = np.where(inside, slopes[[R0, R1, R2]] * r_factor, 0.0)
+    beyond = soc - np.clip(soc, model.soc[0], model.soc[-1])  # the OCV goes on along its end segments
     return CellValues(
-        ocv_V=values[OCV] + dudt * (temp_C - edge_C), docv_dsoc_V=docv, r0_ohm=values[R0] * r_factor,
+        ocv_V=values[OCV] + docv * beyond + dudt * (temp_C - edge_C), docv_dsoc_V=docv, r0_ohm=values[R0] * r_factor,
         r1_ohm=values[R1] * r_factor, r2_ohm=values[R2] * r_factor, c1_F=values[C1], c2_F=values[C2],
         hyst_V=hyst_V, dhyst_dsoc_V=(model.hyst_V[k_up] - model.hyst_V[k]) * dsoc, i0_A=i0_A,
-        b_V=(2.0 * GAS_CONSTANT_J_PER_MOLK / FARADAY_C_PER_MOL) * temp_K)
+        b_V=(2.0 * GAS_CONSTANT_J_PER_MOLK / FARADAY_C_PER_MOL) * temp_K, dr0_dsoc_ohm=dr[0], dr1_dsoc_ohm=dr[1],
+        dr2_dsoc_ohm=dr[2], di0_dsoc_A=di0)

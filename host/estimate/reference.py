@@ -5,26 +5,30 @@ Model (hil/physics/ecm.py, Plett 2004 / Battery Management Systems vol. 2, 2015,
 with b the current-sensor bias (true current I = I_meas − b); the hysteresis h is propagated outside the state with
 I. Per sample, dt since the previous sample (0 for the first), parameters at the prior soc and the cell's measured
 temperature (absent: the last valid one, else 25 °C), then
-    predict  x' = F x + B·I_meas  (exact: the model is linear in x once η' = η if I > 0 else 1 is fixed),
-             F = [[1,0,0,−η'dt/Q],[0,e1,0,−R1(1−e1)],[0,0,e2,−R2(1−e2)],[0,0,0,1]], B = −F[:, 3] with B[3] = 0,
-             P' = F P Fᵀ + diag(q_soc, q_v, q_v, q_b)·dt
-    update   y = V_meas − V(x'), V = OCV(soc) + M(soc)·h + v1 + v2 + R0·I + B_ct·asinh(I/(2·I0)),
-             gate: skipped (and counted) when y² > gate²·S, but only the first gate_run samples of a run beyond the
-             gate (a lasting innovation is corrected, not locked out); no update when the voltage is absent.
-OCV and its slope are looked up at the predicted soc (V's dependence on the state); M, dM/dsoc, R0 and I0 are the
-prior-soc parameters (as the board's engine/ekf.py). soc is not clipped inside the filters, only in the reported
-estimates.
+    predict  x' = F x + B·I_meas  (the model with the prior's parameters held: linear in x once
+             η' = η if I > 0 else 1 is fixed), F = [[1,0,0,−η'dt/Q],[0,e1,0,−R1(1−e1)],[0,0,e2,−R2(1−e2)],[0,0,0,1]],
+             B = −F[:, 3] with B[3] = 0;  P' = J P Jᵀ + diag(q_soc, q_v, q_v, q_b)·dt with the Jacobian J = F plus
+             J[k][0] = (1 − e_k)·I·dR_k/dsoc (the branches depend on soc through R_k(soc))
+    update   y = V_meas − V(x'), V = OCV(soc) + M(soc)·h + v1 + v2 + R0·I + B_ct·asinh(I/(2·I0)), H = ∂V/∂x with
+             R0's and I0's SoC slopes in H[0] (measurement_row); gate: skipped (and counted) when y² > gate²·S, but
+             only the first gate_run samples of a run beyond the gate (a lasting innovation is corrected, not locked
+             out); no update when the voltage is absent.
+OCV and its slope are looked up at the predicted soc (V's dependence on the state); M, dM/dsoc, R0 and I0 and the
+resistances' and I0's slopes are the prior-soc parameters (as the board's engine/ekf.py). soc is not clipped inside
+the filters, only in the reported estimates.
 
 EKF (Plett 2004, "Extended Kalman filtering for battery management systems of LiPB-based HEV battery packs",
-J. Power Sources 134): filterpy's ExtendedKalmanFilter.predict (x = F x + B u, P = F P Fᵀ + Q) and .update, which is
-the Joseph form P = (I − KH) P (I − KH)ᵀ + K R Kᵀ with K = P Hᵀ S⁻¹; H and V(x') are computed here and handed to it
-(the contract's H at x'), the gate is applied before, and P is symmetrised, (P + Pᵀ)/2, at the end of every step.
+J. Power Sources 134): filterpy's ExtendedKalmanFilter.predict (P = J P Jᵀ + Q, with x moved by the model's F
+instead of J) and .update, which is the Joseph form P = (I − KH) P (I − KH)ᵀ + K R Kᵀ with K = P Hᵀ S⁻¹; H and V(x')
+are computed here and handed to it (the contract's H at x'), the gate is applied before, and P is symmetrised,
+(P + Pᵀ)/2, at the end of every step.
 
 UKF (Julier & Uhlmann 1997, "A new extension of the Kalman filter to nonlinear systems"; Wan & van der Merwe 2000,
 "The unscented Kalman filter for nonlinear estimation"): filterpy's UnscentedKalmanFilter with Merwe scaled sigma
 points, α = 1, β = 2, κ = 3 − n = −1 (n + κ = 3 matches the Gaussian's fourth moment, Julier & Uhlmann; with α = 1
 every covariance weight is positive, so the predicted P stays positive definite). The same process and measurement
-functions per sigma point (η' and I from each point's b); the same additive Q and r_V, the same gate (y and S of
+functions per sigma point, each with its own parameters (looked up at the point's soc: the UKF needs no slopes) and
+η' and I from its b; the same additive Q and r_V, the same gate (y and S of
 filterpy's update, undone when gated). Its update is P − K S Kᵀ (not Joseph); P is symmetrised as in the EKF."""
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def _config(cfg: Mapping[str, float]) -> dict[str, float]:
 
 
 def transition(model: BoardModel, prior: CellValues, dt_s: float, current_A: float) -> tuple[np.ndarray, np.ndarray]:
-    """F and B of x' = F x + B·I_meas for the true current I = I_meas − b (whose sign picks η')."""
+    """F and B of x' = F x + B·I_meas for the true current I = I_meas − b (whose sign picks η'), with the
+    parameters of `prior` held (F has no soc column here: that is the Jacobian's, see jacobian)."""
     eta = model.coulombic_efficiency if current_A > 0 else 1.0
     e1 = math.exp(-dt_s / float(prior.r1_ohm * prior.c1_F))
     e2 = math.exp(-dt_s / float(prior.r2_ohm * prior.c2_F))
@@ -85,6 +90,15 @@ def transition(model: BoardModel, prior: CellValues, dt_s: float, current_A: flo
     b[:, 0] = -f[:, 3]
     b[3, 0] = 0.0
     return f, b
+
+
+def jacobian(f: np.ndarray, prior: CellValues, current_A: float) -> np.ndarray:
+    """∂x'/∂x: transition's F plus the branches' dependence on soc through R_k(soc), (1 − e_k)·I·dR_k/dsoc
+    (the term (v_k − R_k·I)·de_k/dsoc, zero once a branch has settled, is left out, as on the board)."""
+    jac = f.copy()
+    jac[1, 0] = (1.0 - f[1, 1]) * current_A * float(prior.dr1_dsoc_ohm)
+    jac[2, 0] = (1.0 - f[2, 2]) * current_A * float(prior.dr2_dsoc_ohm)
+    return jac
 
 
 def hysteresis(model: BoardModel, h: float, current_A: float, dt_s: float) -> float:
@@ -103,13 +117,18 @@ def voltage_V(at: CellValues, prior: CellValues, x: np.ndarray, h: float, curren
     return v
 
 
-def _dv_dbias(prior: CellValues, current_A: float) -> float:
-    """∂V/∂b = −(R0 + B/(2·I0·sqrt(1 + (I/(2·I0))²))), the charge-transfer term only with I0."""
-    slope = float(prior.r0_ohm)
-    if prior.i0_A is not None:
+def measurement_row(at: CellValues, prior: CellValues, h: float, current_A: float) -> np.ndarray:
+    """H = ∂V/∂x at x': [dOCV/dsoc + h·dM/dsoc + I·dR0/dsoc + d(B·asinh z)/dsoc, 1, 1, −(R0 + q)] with
+    z = I/(2·I0), q = B/(2·I0·sqrt(1 + z²)) = d(B·asinh z)/dI and d(B·asinh z)/dsoc = −q·I/I0·dI0/dsoc; the
+    charge-transfer terms only with I0."""
+    dv_dsoc = float(at.docv_dsoc_V + h * prior.dhyst_dsoc_V + current_A * prior.dr0_dsoc_ohm)
+    dv_di = float(prior.r0_ohm)
+    if prior.i0_A is not None and prior.di0_dsoc_A is not None:
         i0_A = float(prior.i0_A)
-        slope += float(prior.b_V) / (2.0 * i0_A * math.sqrt(1.0 + (current_A / (2.0 * i0_A)) ** 2))
-    return -slope
+        q = float(prior.b_V) / (2.0 * i0_A * math.sqrt(1.0 + (current_A / (2.0 * i0_A)) ** 2))
+        dv_di += q
+        dv_dsoc -= q * current_A / i0_A * float(prior.di0_dsoc_A)
+    return np.array([dv_dsoc, 1.0, 1.0, -dv_di])
 
 
 def _given(_x: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -148,11 +167,22 @@ class _Tuned:
         return outlier and self._run_gated <= self._gate_run
 
 
+class _Extended(ExtendedKalmanFilter):
+    """filterpy's EKF propagates x with F (x = F x + B u) and P with the same F; here F is the Jacobian, and x moves
+    with the model's own transition (`transition`'s F, parameters held at the prior), set before predict()."""
+
+    x: np.ndarray
+    f_state = np.eye(4)
+
+    def predict_x(self, u: Any = 0) -> None:
+        self.x = self.f_state @ self.x + self.B @ np.atleast_2d(u)
+
+
 class EkfCell(_Tuned):
     """The contract's EKF for one cell on a filterpy ExtendedKalmanFilter."""
 
     def __init__(self, model: BoardModel, cfg: Mapping[str, float], soc0: float) -> None:
-        super().__init__(model, cfg, ExtendedKalmanFilter(dim_x=4, dim_z=1, dim_u=1))
+        super().__init__(model, cfg, _Extended(dim_x=4, dim_z=1, dim_u=1))
         self.kf.x = np.array([[soc0], [0.0], [0.0], [0.0]])
 
     @property
@@ -168,7 +198,8 @@ class EkfCell(_Tuned):
         kf, model = self.kf, self.model
         prior = evaluate(model, kf.x[0, 0], temp_C)
         current_A = current_meas_A - kf.x[3, 0]  # the predict leaves b as it is
-        kf.F, kf.B = transition(model, prior, dt_s, current_A)
+        kf.f_state, kf.B = transition(model, prior, dt_s, current_A)
+        kf.F = jacobian(kf.f_state, prior, current_A)
         kf.Q = self._q_per_s * dt_s
         kf.predict(u=current_meas_A)
         self.h = hysteresis(model, self.h, current_A, dt_s)
@@ -176,8 +207,7 @@ class EkfCell(_Tuned):
         if voltage_meas_V is not None:
             x = kf.x[:, 0]
             at = evaluate(model, x[0], temp_C)
-            h_row = np.array([float(at.docv_dsoc_V + self.h * prior.dhyst_dsoc_V), 1.0, 1.0,
-                              _dv_dbias(prior, current_A)])
+            h_row = measurement_row(at, prior, self.h, current_A)
             v_pred = voltage_V(at, prior, x, self.h, current_A)
             innovation_V = voltage_meas_V - v_pred
             gated = self._gated(innovation_V, float(h_row @ kf.P @ h_row) + self.cfg["r_V"])
@@ -188,14 +218,14 @@ class EkfCell(_Tuned):
         return gated
 
 
-def _ukf_fx(x: np.ndarray, dt: float, model: BoardModel, prior: CellValues, current_meas_A: float) -> np.ndarray:
-    f, b = transition(model, prior, dt, current_meas_A - x[3])
+def _ukf_fx(x: np.ndarray, dt: float, model: BoardModel, temp_C: float, current_meas_A: float) -> np.ndarray:
+    f, b = transition(model, evaluate(model, x[0], temp_C), dt, current_meas_A - x[3])
     return f @ x + b[:, 0] * current_meas_A
 
 
-def _ukf_hx(x: np.ndarray, model: BoardModel, prior: CellValues, h: float, current_meas_A: float,
-            temp_C: float) -> np.ndarray:
-    return np.array([voltage_V(evaluate(model, x[0], temp_C), prior, x, h, current_meas_A - x[3])])
+def _ukf_hx(x: np.ndarray, model: BoardModel, h: float, current_meas_A: float, temp_C: float) -> np.ndarray:
+    at = evaluate(model, x[0], temp_C)
+    return np.array([voltage_V(at, at, x, h, current_meas_A - x[3])])
 
 
 class UkfCell(_Tuned):
@@ -217,14 +247,13 @@ class UkfCell(_Tuned):
 
     def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool:
         kf, model = self.kf, self.model
-        prior = evaluate(model, kf.x[0], temp_C)
         self.h = hysteresis(model, self.h, current_meas_A - kf.x[3], dt_s)
         kf.Q = self._q_per_s * dt_s
-        kf.predict(dt=dt_s, model=model, prior=prior, current_meas_A=current_meas_A)
+        kf.predict(dt=dt_s, model=model, temp_C=temp_C, current_meas_A=current_meas_A)
         gated = False
         if voltage_meas_V is not None:
-            kf.update(np.array([voltage_meas_V]), model=model, prior=prior, h=self.h,
-                      current_meas_A=current_meas_A, temp_C=temp_C)
+            kf.update(np.array([voltage_meas_V]), model=model, h=self.h, current_meas_A=current_meas_A,
+                      temp_C=temp_C)
             gated = self._gated(float(kf.y[0]), float(kf.S[0, 0]))
             if gated:
                 kf.x, kf.P = kf.x_prior.copy(), kf.P_prior.copy()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from soxcommon import wire
 
 CELL_COLUMNS = tuple(q[1] for q in wire.CELL_QUANTITIES)
+ESTIMATE_COLUMNS = tuple(q[1] for q in wire.ESTIMATE_QUANTITIES)  # cell_sample, from migration 2
+SOS_COLUMNS = (wire.SOS_LEVEL[1], wire.SOS_REASONS[1])  # sample, from migration 2
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -67,5 +69,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             kind TEXT NOT NULL,
             detail TEXT NOT NULL
         )""",
+    ),
+    # 2: the board's estimates (NULL: the board sent none). sos_reasons: the reason codes (wire.reason) in
+    # decimal, space-separated ('' when the level is ok).
+    (
+        "ALTER TABLE sample ADD COLUMN sos_level INTEGER",
+        "ALTER TABLE sample ADD COLUMN sos_reasons TEXT",
+        "ALTER TABLE cell_sample ADD COLUMN soc_bp INTEGER",
+        "ALTER TABLE cell_sample ADD COLUMN soc_sigma_bp INTEGER",
+        "ALTER TABLE cell_sample ADD COLUMN soh_bp INTEGER",
     ),
 )

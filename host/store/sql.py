@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.records import BirthRecord, DataRecord, DeathRecord, Record, Rejected
-from host.store.schema import CELL_COLUMNS, MIGRATIONS
+from host.store.schema import CELL_COLUMNS, ESTIMATE_COLUMNS, MIGRATIONS, SOS_COLUMNS
 from soxcommon import wire
 
 SAMPLE_INSERT = ("INSERT INTO sample (device, boot, seq, t_s, t_ms, time_relative, current_mA, received_at,"
-                 " committed_at)")
-CELL_INSERT = f"INSERT INTO cell_sample (sample_id, cell, {', '.join(CELL_COLUMNS)})"
+                 f" committed_at, {', '.join(SOS_COLUMNS)})")
+CELL_INSERT = f"INSERT INTO cell_sample (sample_id, cell, {', '.join(CELL_COLUMNS + ESTIMATE_COLUMNS)})"
+NO_ESTIMATES = (None,) * len(ESTIMATE_COLUMNS)
 MAX_PARAMETERS = 32766  # SQLite's bound on parameters a statement (PostgreSQL's is 65535)
 
 
@@ -59,6 +60,8 @@ class DeviceStatus:
     samples: int
     gaps: int
     dropped: int
+    soc_pct: float | None = None  # the latest sample's board SoC, mean over the cells (None: no estimate)
+    sos_level: int | None = None  # the latest sample's state of safety (wire.SOS_LEVELS)
 
 
 def _lock_order(rec: Record) -> tuple[int, str, int, int]:
@@ -229,18 +232,26 @@ class SqlStore:
         before = cur.execute("SELECT COALESCE(MAX(id), 0) FROM sample").fetchone()[0]
         samples: list[Any] = []
         for r in data:
-            samples += (r.device, r.boot, r.seq, r.t_s, r.t_ms, r.time_relative, r.current_mA, r.received_at, now)
-        stored = self._insert_rows(SAMPLE_INSERT, "ON CONFLICT (device, boot, seq) DO NOTHING", 9, samples)
+            reasons = None if r.sos_reasons is None else " ".join(map(str, r.sos_reasons))
+            samples += (r.device, r.boot, r.seq, r.t_s, r.t_ms, r.time_relative, r.current_mA, r.received_at, now,
+                        r.sos_level, reasons)
+        stored = self._insert_rows(SAMPLE_INSERT, "ON CONFLICT (device, boot, seq) DO NOTHING", 11, samples)
         if stored:
             ids = {(d, b, s): i for i, d, b, s in
                    cur.execute(self._sql("SELECT id, device, boot, seq FROM sample WHERE id > ?"), (before,))}
             cells: list[Any] = []
             for r in data:
                 sample_id = ids.pop((r.device, r.boot, r.seq), None)
-                if sample_id is not None:
+                if sample_id is None:
+                    continue
+                if r.estimates is None:
                     for c, values in enumerate(r.cells):
-                        cells += (sample_id, c, *values)
-            self._insert_rows(CELL_INSERT, "ON CONFLICT DO NOTHING", 2 + len(CELL_COLUMNS), cells)
+                        cells += (sample_id, c, *values, *NO_ESTIMATES)
+                else:
+                    for c, (values, estimates) in enumerate(zip(r.cells, r.estimates, strict=True)):
+                        cells += (sample_id, c, *values, *estimates)
+            self._insert_rows(CELL_INSERT, "ON CONFLICT DO NOTHING", 2 + len(CELL_COLUMNS) + len(ESTIMATE_COLUMNS),
+                              cells)
         return stored
 
     def _advance_watermark(self, device: str, boot: int, low: int) -> int:
@@ -305,14 +316,19 @@ class SqlStore:
         gap_counts: dict[str, int] = {}
         for device, _, first, last in self.gaps():
             gap_counts[device] = gap_counts.get(device, 0) + last - first + 1
+        # The latest sample of a device is found on the (device, boot, seq) key: one index probe each.
         rows = self._exec(
             "SELECT d.device, d.online, d.last_seen, d.session, d.boot, d.firmware, d.cells, d.dropped,"
-            " (SELECT COUNT(*) FROM sample s WHERE s.device = d.device)"
-            " FROM device d ORDER BY d.device").fetchall()
+            " (SELECT COUNT(*) FROM sample s WHERE s.device = d.device),"
+            " l.sos_level, (SELECT AVG(c.soc_bp) FROM cell_sample c WHERE c.sample_id = l.id)"
+            " FROM device d LEFT JOIN sample l ON l.id = (SELECT s.id FROM sample s WHERE s.device = d.device"
+            " ORDER BY s.boot DESC, s.seq DESC LIMIT 1)"
+            " ORDER BY d.device").fetchall()
         self.commit()
         return [DeviceStatus(device=r[0], online=bool(r[1]), last_seen=r[2], session=r[3], boot=r[4],
                              firmware=r[5], cells=r[6], dropped=r[7], samples=int(r[8]),
-                             gaps=gap_counts.get(r[0], 0)) for r in rows]
+                             gaps=gap_counts.get(r[0], 0), sos_level=r[9],
+                             soc_pct=None if r[10] is None else round(float(r[10]) / 100, 2)) for r in rows]
 
     def count(self, table: str) -> int:
         if table not in ("sample", "cell_sample", "quarantine", "device_event"):
@@ -347,10 +363,11 @@ class SqlStore:
         return [(r[0], r[1]) for r in rows]
 
     def samples(self, device: str, t_from: int | None = None, t_to: int | None = None,
-                batch: int = 2000) -> Iterator[tuple[Any, ...]]:
+                batch: int = 2000, estimates: bool = False) -> Iterator[tuple[Any, ...]]:
         """Stream (boot, seq, t_s, t_ms, time_relative, current_mA, cell, *cell columns) rows in
-        time order, in pages so an export of months never sits in memory. t_from/t_to are seconds
-        since 2000-01-01 (the wire's epoch) and select synced samples only."""
+        time order, in pages so an export of months never sits in memory; with estimates, each row goes on
+        with (sos_level, sos_reasons, *estimate columns). t_from/t_to are seconds since 2000-01-01 (the
+        wire's epoch) and select synced samples only."""
         if batch <= wire.MAX_CELLS:
             raise ValueError("a page must hold more rows than a sample has cells")
         clauses = ["s.device = ?"]
@@ -361,11 +378,14 @@ class SqlStore:
         if t_to is not None:
             clauses.append("s.time_relative = 0 AND s.t_s < ?")
             params.append(t_to)
+        columns = ["c." + col for col in CELL_COLUMNS]
+        if estimates:
+            columns += ["s." + col for col in SOS_COLUMNS] + ["c." + col for col in ESTIMATE_COLUMNS]
         last_id = 0
         while True:
             rows = self._exec(
                 f"SELECT s.id, s.boot, s.seq, s.t_s, s.t_ms, s.time_relative, s.current_mA, c.cell,"
-                f" {', '.join('c.' + col for col in CELL_COLUMNS)}"
+                f" {', '.join(columns)}"
                 f" FROM sample s JOIN cell_sample c ON c.sample_id = s.id"
                 f" WHERE {' AND '.join(clauses)} AND s.id > ? ORDER BY s.id, c.cell LIMIT ?",
                 (*params, last_id, batch)).fetchall()

@@ -6,7 +6,7 @@ The corpus is generated here under CPython (fixed seed) and written as length-pr
 
 (a) MicroPython replays it in ONE process: every frame record through a fresh frame.Codec, byte by
     byte (expected = number of intact frames inside, checksum = sum of the decoded sample-reply
-    integers mod 2**30), and every JSON record through json.loads + wire.check_data/_birth/_death.
+    integers mod 2**30), and every JSON record through json.loads + validate.check_data/_birth/_death.
     json.loads may only raise ValueError; check_* must never raise. Its check results are written
     to a file and compared with CPython's for every record both interpreters could parse.
 (b) CPython sends every payload through host.ingest.parse with a valid and an invalid topic, then
@@ -29,7 +29,7 @@ import pytest
 from host.ingest import parse
 from host.records import BirthRecord, DataRecord, DeathRecord, Record, Rejected
 from host.store import open_store
-from soxcommon import wire
+from soxcommon import validate, wire
 from tests.mpy import run_mpy
 
 SEED = 20240611
@@ -360,12 +360,13 @@ def write_corpus(items: list[Item], path: Path) -> None:
 REPLAY_SCRIPT = r"""
 import json
 import sys
-from soxcommon import frame, wire
+from soxcommon import frame, validate, wire
 
 MAXP = frame.sample_payload_bytes(wire.MAX_CELLS)
 H = frame.HEADER_BYTES
 NAMES = sys.argv[3].split(",")
-CHECKS = (("check_data", wire.check_data), ("check_birth", wire.check_birth), ("check_death", wire.check_death))
+CHECKS = (("check_data", validate.check_data), ("check_birth", validate.check_birth),
+          ("check_death", validate.check_death))
 counts = {}
 problems = []
 lenbuf = bytearray(4)
@@ -507,7 +508,7 @@ def cpython_checks(payload: bytes) -> tuple[object, ...] | None:
         msg = json.loads(payload)
     except (ValueError, RecursionError):
         return None
-    return (wire.check_data(msg), wire.check_birth(msg), wire.check_death(msg))
+    return (validate.check_data(msg), validate.check_birth(msg), validate.check_death(msg))
 
 
 def normalise(result: object) -> object:
@@ -610,7 +611,8 @@ def oracle(topic_kind: str, payload: bytes) -> bool:
         msg = strict_json(payload)
     except (ValueError, RecursionError):
         return False
-    return {"data": wire.check_data, "birth": wire.check_birth, "death": wire.check_death}[topic_kind](msg) is None
+    checks = {"data": validate.check_data, "birth": validate.check_birth, "death": validate.check_death}
+    return checks[topic_kind](msg) is None
 
 
 def test_host_ingest_and_store(corpus: list[Item], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Golden vectors for the shared wire code (firmware/soxcommon/wire.py and frame.py).
+"""Golden vectors for the shared wire code (firmware/soxcommon/wire.py, validate.py and frame.py).
 
 One snippet, GOLDEN_SCRIPT, runs unchanged under MicroPython and CPython and prints a JSON
 document; both outputs must equal tests/common/golden_wire.json byte for byte. The frame
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from soxcommon import frame, wire
+from soxcommon import frame, ontology, wire
 from tests.mpy import run_host, run_mpy
 
 GOLDEN_PATH = Path(__file__).with_name("golden_wire.json")
@@ -46,7 +46,7 @@ REPLY_CELLS = [  # 2 cells x 6 fields (wire.CELL_QUANTITIES order)
 GOLDEN_SCRIPT = r"""
 import binascii
 import json
-from soxcommon import frame, wire
+from soxcommon import frame, validate, wire
 
 out = []
 
@@ -125,13 +125,23 @@ def without(msg, key):
     return m
 
 
+def estimated(msg, cells):
+    m = dict(msg)
+    for k, q in enumerate(wire.ESTIMATE_QUANTITIES):
+        m[q[0]] = [q[4] + 100 * c + k for c in range(cells)]
+    m[wire.SOS_LEVEL[0]] = 2
+    m[wire.SOS_REASONS[0]] = [wire.reason(0, 1, 2), wire.reason(6, 0, 1)]
+    return m
+
+
 good = data_msg(2)
+est = estimated(good, 2)
 edge = data_msg(1)
 for q in wire.CELL_QUANTITIES:
     edge[q[0]] = [q[5]]
 edge["b"] = edge["s"] = edge["lo"] = edge["d"] = edge["t"] = (1 << 30) - 1
 edge["i"] = wire.PACK_QUANTITIES[0][4]
-emit("check_data", [[name, wire.check_data(msg)] for name, msg in (
+emit("check_data", [[name, validate.check_data(msg)] for name, msg in (
     ("valid", good),
     ("valid_edges", edge),
     ("valid_32_cells", data_msg(32)),
@@ -156,12 +166,30 @@ emit("check_data", [[name, wire.check_data(msg)] for name, msg in (
     ("too_many_cells", data_msg(33)),
     ("no_cells", with_(good, "v", [])),
     ("unknown_alias", with_(good, "x", 1)),
+    ("valid_estimates", est),
+    ("valid_estimates_absent_cell", with_(est, "sc", [None, 5000])),
+    ("valid_estimates_no_reasons", with_(with_(est, "ss", 0), "sr", [])),
+    ("valid_estimates_edges", with_(with_(with_(est, "sh", [0, 20000]), "ss", 3),
+                                    "sr", [1, 0xFFFF, 1, 1])),
+    ("estimates_without_level", without(est, "ss")),
+    ("estimates_missing_list", without(est, "su")),
+    ("estimates_level_null", with_(est, "ss", None)),
+    ("estimates_level_out_of_range", with_(est, "ss", 4)),
+    ("estimates_reasons_null", with_(est, "sr", None)),
+    ("estimates_too_many_reasons", with_(est, "sr", [1, 2, 3, 4, 5])),
+    ("estimates_reason_zero", with_(est, "sr", [0])),
+    ("estimates_reason_bool", with_(est, "sr", [True])),
+    ("estimates_soc_out_of_range", with_(est, "sc", [10001, 0])),
+    ("estimates_soh_out_of_range", with_(est, "sh", [-1, 0])),
+    ("estimates_cell_count_mismatch", with_(est, "sh", [1])),
 )])
+emit("reason_text", [[code, wire.reason_parts(code), wire.reason_text(code)] for code in (
+    wire.reason(0, 3, 2), wire.reason(10, 0, 3), wire.reason(7, 63, 1), wire.reason(200, 1, 1))])
 
 birth = {"pv": 1, "b": 3, "bd": 12, "n": 2, "q": 0, "d": 0, "fw": "0.1.0", "al": wire.alias_table()}
 short_table = wire.alias_table()
 del short_table["w"]
-emit("check_birth", [[name, wire.check_birth(msg)] for name, msg in (
+emit("check_birth", [[name, validate.check_birth(msg)] for name, msg in (
     ("valid", birth),
     ("not_object", "birth"),
     ("wrong_version", with_(birth, "pv", 2)),
@@ -177,7 +205,7 @@ emit("check_birth", [[name, wire.check_birth(msg)] for name, msg in (
     ("alias_table_short", with_(birth, "al", short_table)),
     ("alias_table_missing", without(birth, "al")),
 )])
-emit("check_death", [[name, wire.check_death(msg)] for name, msg in (
+emit("check_death", [[name, validate.check_death(msg)] for name, msg in (
     ("valid", {"bd": 12}),
     ("valid_max", {"bd": (1 << 30) - 1}),
     ("not_object", 12),
@@ -334,8 +362,9 @@ def test_output_equals_golden_file(outputs: dict[str, str], golden_text: str, in
 def test_wire_table_limits_fit_in_small_ints() -> None:
     m = wire.INT_LIMIT - 1
     assert m == 2**30 - 1
-    rows = [(q[0], q[4], q[5]) for q in wire.CELL_QUANTITIES + wire.PACK_QUANTITIES] + list(wire.DATA_HEADER)
-    assert len(rows) == 6 + 1 + 7
+    quantities = wire.CELL_QUANTITIES + wire.PACK_QUANTITIES + wire.ESTIMATE_QUANTITIES
+    rows = [(q[0], q[4], q[5]) for q in quantities + (wire.SOS_LEVEL, wire.SOS_REASONS)] + list(wire.DATA_HEADER)
+    assert len(rows) == 6 + 1 + 3 + 2 + 7
     for key, lo, hi in rows:
         for bound in (lo, hi):
             assert isinstance(bound, int) and not isinstance(bound, bool), key
@@ -351,7 +380,9 @@ def test_golden_entries_match_hand_written_expectations(golden: dict) -> None:
     """Spot checks written from the wire definition, independent of the code's output."""
     assert golden["protocol"] == [1, "soxbms/v1", 2**30, 32, 8192, 32]
     table = dict(golden["alias_table"])
-    assert sorted(table) == ["T", "a", "f", "i", "p", "v", "w"]
+    assert sorted(table) == ["T", "a", "f", "i", "p", "sc", "sh", "sr", "ss", "su", "v", "w"]
+    assert table["sc"] == [ontology.STATE_OF_CHARGE, "bp", "soc_bp"]
+    assert table["sh"] == [ontology.STATE_OF_HEALTH, "bp", "soh_bp"]
     assert table["v"][1:] == ["mV", "voltage_mV"]
     assert table["i"][1:] == ["mA", "current_mA"]
     assert golden["topics"][1] == "soxbms/v1/dev-1/data"
@@ -382,6 +413,27 @@ def test_golden_entries_match_hand_written_expectations(golden: dict) -> None:
     assert data["cell_count_mismatch"] == "field p has 1 cells, expected 2"
     assert data["too_many_cells"] == "field v missing or not a list of 1..32 cells"
     assert data["unknown_alias"] == "unknown alias x"
+    for name in ("valid_estimates", "valid_estimates_absent_cell", "valid_estimates_no_reasons",
+                 "valid_estimates_edges"):
+        assert data[name] is None, name
+    assert data["estimates_without_level"] == "estimate fields without ss: they come all together or not at all"
+    assert data["estimates_missing_list"] == "field su missing or not a list of 1..32 cells"
+    assert data["estimates_level_null"] == "field ss missing or not an integer"
+    assert data["estimates_level_out_of_range"] == "field ss out of range"
+    for name in ("estimates_reasons_null", "estimates_too_many_reasons"):
+        assert data[name] == "field sr missing or not a list of at most 4 codes", name
+    for name in ("estimates_reason_zero", "estimates_reason_bool"):
+        assert data[name] == "field sr has a code out of range or not an integer", name
+    assert data["estimates_soc_out_of_range"] == "field sc has a value out of range or not an integer"
+    assert data["estimates_soh_out_of_range"] == "field sh has a value out of range or not an integer"
+    assert data["estimates_cell_count_mismatch"] == "field sh has 1 cells, expected 2"
+    # check << 8 | cell << 2 | level, decoded by hand
+    assert golden["reason_text"] == [
+        [2 + (3 << 2), [0, 3, 2], "cell_voltage_high_mV cell 3 alarm"],
+        [3 + (10 << 8), [10, 0, 3], "discharge_current_mA cell 0 critical"],
+        [1 + (63 << 2) + (7 << 8), [7, 63, 1], "pressure_rise_Pa cell 63 warn"],
+        [1 + (1 << 2) + (200 << 8), [200, 1, 1], "check 200 cell 1 warn"],
+    ]
 
     birth = dict(golden["check_birth"])
     assert birth["wrong_version"] == "unsupported protocol version 2"

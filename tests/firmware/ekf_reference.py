@@ -1,4 +1,4 @@
-"""Float64 numpy reference of the board cell-model lookup and the SoC EKF of the issue-5 contract (/tmp/spec5.md,
+"""Float64 numpy reference of the board cell-model lookup and the SoC EKF of the issue-5 contract (the header of
 firmware/engine/ekf.py), written independently of the board code for the parity tests."""
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class RefModel:
             value *= np.exp(-self.doc["i0_ea_J_per_mol"] / R_GAS * inv)
         elif key == "ocv_V":
             value += float(np.interp(soc, self.soc, self.tables["dudt_V_per_K"])) * (temp_C - edge)
+            value += self.slope(key, soc, temp_C) * (soc - float(np.clip(soc, self.soc[0], self.soc[-1])))
         return value
 
     def slope(self, key: str, soc: float, temp_C: float) -> float:
@@ -53,6 +54,19 @@ class RefModel:
         slopes = (rows[:, k + 1] - rows[:, k]) / (self.soc[k + 1] - self.soc[k])
         edge, _ = self._edge(temp_C)
         return float(np.interp(edge, self.temp_C, slopes)) if rows.shape[0] > 1 else float(slopes[0])
+
+    def factor(self, key: str, temp_C: float) -> float:
+        """The Arrhenius factor beyond the temperature grid (1 inside it) of a resistance or I0 table."""
+        _, inv = self._edge(temp_C)
+        if key == "i0_A":
+            return float(np.exp(-self.doc["i0_ea_J_per_mol"] / R_GAS * inv))
+        return float(np.exp(self.doc["resistance_ea_J_per_mol"] / R_GAS * inv))
+
+    def param_slope(self, key: str, soc: float, temp_C: float) -> float:
+        """d/dsoc of a resistance or I0 table: the segment's slope inside the SoC grid, 0 outside (held values)."""
+        if not self.soc[0] < soc < self.soc[-1]:
+            return 0.0
+        return self.slope(key, soc, temp_C) * self.factor(key, temp_C)
 
     def hyst(self, soc: float) -> float:
         return float(np.interp(soc, self.soc, self.tables["hyst_V"]))
@@ -85,7 +99,9 @@ class RefEkf:
         mh, dmh = m.hyst(soc), m.slope("hyst_V", soc, T)
         eta = m.eta if cur > 0 else 1.0
         e1, e2 = np.exp(-dt / (r1 * c1)), np.exp(-dt / (r2 * c2))
-        F = np.array([[1, 0, 0, -eta * dt / m.q_As], [0, e1, 0, -r1 * (1 - e1)], [0, 0, e2, -r2 * (1 - e2)],
+        d1 = (1 - e1) * cur * m.param_slope("r1_ohm", soc, T)
+        d2 = (1 - e2) * cur * m.param_slope("r2_ohm", soc, T)
+        F = np.array([[1, 0, 0, -eta * dt / m.q_As], [d1, e1, 0, -r1 * (1 - e1)], [d2, 0, e2, -r2 * (1 - e2)],
                       [0, 0, 0, 1.0]])
         x = np.array([soc + eta * cur * dt / m.q_As, v1 * e1 + r1 * cur * (1 - e1), v2 * e2 + r2 * cur * (1 - e2), b])
         if cur != 0:
@@ -95,12 +111,16 @@ class RefEkf:
         if v_mV != ABSENT:
             v_pred = m.table("ocv_V", x[0], T) + mh * self.h + x[1] + x[2] + r0 * cur
             dv_di = r0
+            dv_dsoc = m.slope("ocv_V", x[0], T) + self.h * dmh + cur * m.param_slope("r0_ohm", soc, T)
             if m.kinetic:
                 i0 = m.table("i0_A", soc, T)
                 B = 2 * R_GAS * (T + KELVIN) / FARADAY
-                v_pred += B * np.arcsinh(cur / (2 * i0))
-                dv_di += B / (2 * i0 * np.sqrt(1 + (cur / (2 * i0)) ** 2))
-            H = np.array([m.slope("ocv_V", x[0], T) + self.h * dmh, 1.0, 1.0, -dv_di])
+                z = cur / (2 * i0)
+                v_pred += B * np.arcsinh(z)
+                dv_di += B / (2 * i0 * np.sqrt(1 + z**2))
+                # d(B·asinh z)/dsoc = B/sqrt(1 + z²) · dz/dI0 · dI0/dsoc, dz/dI0 = −z/I0
+                dv_dsoc -= B / np.sqrt(1 + z**2) * z / i0 * m.param_slope("i0_A", soc, T)
+            H = np.array([dv_dsoc, 1.0, 1.0, -dv_di])
             y = v_mV * 1e-3 - v_pred
             S = H @ P @ H + cfg["r_V"]
             outlier = y * y > cfg["gate"] ** 2 * S

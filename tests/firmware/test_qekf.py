@@ -1,22 +1,55 @@
 """The quantized SoC EKF (firmware/engine/qekf.py) under MicroPython: parity with the float board EKF
-(engine/ekf.py, float64 storage: the reference's equations) on the simulated drive of test_ekf, convergence from
-wrong starts, a positive covariance, no heap allocation per cell-step, and every per-step intermediate inside
-±2**30 (checked by running an instrumented copy of the module)."""
+(engine/ekf.py, float64 storage: the reference's equations) on the simulated drive of test_ekf and on drives through
+the steep parts of the tables (where the Jacobians' SoC slopes of R and I0 are large), convergence from wrong starts,
+a positive covariance, no heap allocation per cell-step, and every per-step intermediate inside ±2**30 (checked by
+running an instrumented copy of the module)."""
 
 from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from hil.physics.params import load as load_cell
+from hil.profiles import ConstantCurrent, Segment, Table, udds_like
+from hil.simulated import SimulatedModule
+from tests.firmware.ekf_reference import ABSENT
 from tests.firmware.test_ekf import CONFIG, MODEL, N_CELLS, simulate, write_stream
-from tests.mpy import FIRMWARE, run_mpy
+from tests.mpy import FIRMWARE, REPO, run_mpy
 
 QEKF = FIRMWARE / "engine" / "qekf.py"
-P_FORMATS = (32, 34, 34, 36, 36, 36, 38, 36, 38, 40)  # f of [p00 p01 p02 p03 p11 p12 p13 p22 p23 p33]
+
+
+class Steep(NamedTuple):
+    """A drive through the steep parts of a board model's tables."""
+
+    cell: str  # cell parameter file (models/cells) = board model (models/board)
+    load: Callable[[], list[Segment]]
+    initial_soc: float
+    seconds: int
+    starts: tuple[float, ...]  # parity run: filter starts relative to the truth
+    range_starts: tuple[float, ...]  # range run: absolute starts (cell 2 without voltage for its first 30 s)
+    i0_term_V_per_soc: float  # range run: the least largest |B·z/sqrt(1 + z²)·(dI0/dsoc)/I0| it must reach
+
+
+# Panasonic NCR18650PF charged at 2C from SoC 0.01: R1 falls 0.12 -> 0.018 Ω between SoC 0.075 and 0.2 and I0 steps
+# 1962 -> 1.9 A between 0.12 and 0.13 (the range run starts a cell 2e-6 below that step, where the SoC slope of
+# B·asinh(I/2I0) is thousands of V/soc, and one at 0.09, steep R1, with P00 still p0_soc). LG M50 (chen2020 fit)
+# charged at 1C from SoC 0.01, then driven (urban) back towards empty: R1 0.05 -> 0.016 Ω and R2 0.10 -> 0.02 Ω
+# over SoC 0..0.05 (R1 spans 1e-5..0.05 Ω over the whole range).
+STEEP = {
+    "panasonic_charge": Steep("panasonic_ncr18650pf_25C", lambda: [ConstantCurrent(2.0, 500)], 0.01, 500,
+                              (0, 0.1, 0.05), (0.0, 0.129998, 0.09), 256.0),
+    "chen2020_drive": Steep("chen2020_spme_fit", lambda: [ConstantCurrent(1.0, 400), Table(udds_like(3, 600))], 0.01,
+                            1000, (0, 0.1, 0.05), (0.0, 0.2, 0.02), 1.0),
+}
+VOLTAGE_GAP_S = 30
+P_FORMATS = (32, 32, 32, 36, 32, 32, 36, 32, 36, 40)  # f of [p00 p01 p02 p03 p11 p12 p13 p22 p23 p33]
 UPPER = ((0, 0), (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (2, 2), (2, 3), (3, 3))
 
 # Both filters over the stream, cell-step by cell-step with the collector held off: per record the soc of each
@@ -89,17 +122,52 @@ def drive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     return path, truth
 
 
+def steep_records(name: str) -> tuple[list[tuple[int, int, list[int], list[int]]], np.ndarray]:
+    """A STEEP drive at 1 Hz: stream records (None -> ABSENT) and the true SoC [step, cell]."""
+    drive = STEEP[name]
+    module = SimulatedModule(load_cell(REPO / "models" / "cells" / f"{drive.cell}.json"), N_CELLS, drive.load(),
+                             seed=5, initial_soc=drive.initial_soc)
+    records = []
+    for k in range(drive.seconds):
+        module.step(1.0)
+        current_mA, rows = module.reading()
+        volts = [ABSENT if r[0] is None else r[0] for r in rows]
+        temps = [ABSENT if r[1] is None else r[1] for r in rows]
+        records.append((1000 * (k + 1), ABSENT if current_mA is None else current_mA, volts, temps))
+    return records, np.array([row.soc for row in module.truth])
+
+
+@pytest.fixture(scope="module", params=sorted(STEEP))
+def steep(request: pytest.FixtureRequest) -> tuple[str, list, np.ndarray]:
+    records, truth = steep_records(request.param)
+    return request.param, records, truth
+
+
+def board_model(name: str) -> Path:
+    return REPO / "models" / "board" / f"{STEEP[name].cell}.json"
+
+
+def run_both(path: Path, model: Path, soc0: list[float]) -> tuple[np.ndarray, dict]:
+    """BOTH over a stream: the trace [record, cell, (float soc, quantized soc)] and the final record."""
+    out = run_mpy(BOTH, args=[path, model, CONFIG, ",".join(map(repr, soc0))], timeout=120).splitlines()
+    return np.array([json.loads(line) for line in out[:-1]]), json.loads(out[-1])
+
+
+def assert_same_filter(trace: np.ndarray, final: dict) -> None:
+    diff = np.abs(trace[:, :, 1] - trace[:, :, 0])
+    assert np.max(diff) < 2e-4  # the same filter to its fixed-point rounding, from the first sample on
+    assert final["gated"][0] == final["gated"][1]
+    assert final["bad_minor"] == 0  # P's diagonal and every 2x2 principal minor positive at every step
+    assert final["bytes"][1] == 0  # no heap allocation per quantized cell-step (the float one allocates ~9 KB)
+    assert final["bytes"][0] > 1000
+
+
 def test_quantized_tracks_float_converges_and_allocates_nothing(drive: tuple[Path, np.ndarray]) -> None:
     path, truth = drive
     soc0 = [float(np.clip(truth[0, c] + d, 0, 1)) for c, d in enumerate((-0.3, 0.2, -0.3))]
-    out = run_mpy(BOTH, args=[path, MODEL, CONFIG, ",".join(map(repr, soc0))], timeout=60).splitlines()
-    trace = np.array([json.loads(line) for line in out[:-1]])
-    final = json.loads(out[-1])
-    diff = np.abs(trace[:, :, 1] - trace[:, :, 0])
-    assert np.max(diff) < 2e-4  # the same filter to its fixed-point rounding, from the first sample on
+    trace, final = run_both(path, MODEL, soc0)
+    assert_same_filter(trace, final)
     assert np.all(np.abs(trace[300:, :, 1] - truth[300:]) < 0.01)  # 30 % off at the start, within 1 % after 5 min
-    assert final["gated"][0] == final["gated"][1]
-    assert final["bad_minor"] == 0  # P's diagonal and every 2x2 principal minor positive at every step
     for c in range(N_CELLS):
         P = np.zeros((4, 4))
         Pf = np.zeros((4, 4))
@@ -110,9 +178,18 @@ def test_quantized_tracks_float_converges_and_allocates_nothing(drive: tuple[Pat
         np.testing.assert_allclose(np.diag(P), np.diag(Pf), rtol=0.02)
         assert final["sigma"][c] == pytest.approx(np.sqrt(Pf[0, 0]), rel=0.01)
         assert final["soc"][c] == pytest.approx(trace[-1, c, 0], abs=2e-4)
-    assert final["bytes"][1] == 0  # no heap allocation per quantized cell-step (the float one allocates ~9 KB)
-    assert final["bytes"][0] > 1000
     print("us per cell-step float, quantized:", final["us"], "bytes:", final["bytes"])
+
+
+def test_quantized_tracks_float_where_the_slopes_are_steep(steep: tuple[str, list, np.ndarray],
+                                                            tmp_path: Path) -> None:
+    name, records, truth = steep
+    path = tmp_path / "steep.sxs"
+    write_stream(path, records)
+    soc0 = [float(np.clip(truth[0, c] + d, 0, 1)) for c, d in enumerate(STEEP[name].starts)]
+    trace, final = run_both(path, board_model(name), soc0)
+    assert_same_filter(trace, final)
+    print(name, "max |soc difference|:", np.max(np.abs(trace[:, :, 1] - trace[:, :, 0]), axis=0))
 
 
 class _Checked(ast.NodeTransformer):
@@ -156,6 +233,9 @@ def __chk__(v):
     return prelude + ast.unparse(tree)
 
 
+# The instrumented copy over a stream. Wrappers around _mulsat and _branch_slope count what the Jacobians' slope
+# terms did: the largest |F[k][0]| (f20 V/soc), the largest |I·dR/dsoc| and |B·z/sqrt(1 + z²)·w| (f20 V/soc, the
+# _mulsat calls with s = 20 and 16; 256 V/soc is saturation), and how often m_k was held by the P00 bound.
 RANGE = """
 import sys, json
 sys.path.insert(0, sys.argv[5])
@@ -163,6 +243,23 @@ from engine import cellmodel
 import qekf_checked as qm
 from soxcommon.stream import SampleReader
 stream, model, config, soc0 = sys.argv[1:5]
+mulsat = qm._mulsat
+branch_slope = qm._branch_slope
+seen = {"d": 0, "slope20": 0, "slope16": 0, "held": 0, "steps": 0}
+def counted_mulsat(a, b, s):
+    v = mulsat(a, b, s)
+    if s in (16, 20):
+        key = "slope%d" % s
+        seen[key] = max(seen[key], abs(v))
+    return v
+def counted_branch_slope(cur, dr, e, p00):
+    d = branch_slope(cur, dr, e, p00)
+    if d and d != qm._mul(mulsat(cur, dr, 20), qm.ONE_F28 - e, 28):
+        seen["held"] += 1
+    seen["d"] = max(seen["d"], abs(d))
+    return d
+qm._mulsat = counted_mulsat
+qm._branch_slope = counted_branch_slope
 r = SampleReader(open(stream, "rb"))
 q = qm.QSocEkf(cellmodel.load(model), r.n_cells, json.load(open(config)))
 for c, s in enumerate(soc0.split(",")):
@@ -172,19 +269,44 @@ while r.read():
     dt = 0.0 if prev is None else (r.t_ms - prev) * 0.001
     prev = r.t_ms
     q.step(dt, r.current_mA, r.volts_mV, r.temps_dC)
-print(json.dumps({"checked": qm.n_checked, "soc": [q.soc(c) for c in range(r.n_cells)]}))
+    seen["steps"] += r.n_cells
+seen["checked"] = qm.n_checked
+seen["soc"] = [q.soc(c) for c in range(r.n_cells)]
+print(json.dumps(seen))
 """
+F20 = 2.0**20
+
+
+def run_checked(path: Path, model: Path, soc0: list[float], tmp_path: Path) -> dict:
+    (tmp_path / "qekf_checked.py").write_text(checked_source())
+    out = json.loads(run_mpy(RANGE, args=[path, model, CONFIG, ",".join(map(repr, soc0)), tmp_path], timeout=120))
+    assert out["checked"] > 300 * out["steps"]  # every cell-step went through its few hundred checked operations
+    return out
 
 
 def test_every_intermediate_stays_inside_30_bits(drive: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     """An instrumented copy of qekf.py raises on any integer result outside ±2**30 (a big int on a 32-bit board),
     over the whole drive from wrong starts, one of them at the steep empty end of the OCV curve."""
     path, truth = drive
-    (tmp_path / "qekf_checked.py").write_text(checked_source())
-    soc0 = [0.0, 1.0, float(truth[0, 2] - 0.3)]
-    out = json.loads(run_mpy(RANGE, args=[path, MODEL, CONFIG, ",".join(map(repr, soc0)), tmp_path], timeout=60))
-    assert out["checked"] > 1_000_000
+    out = run_checked(path, MODEL, [0.0, 1.0, float(truth[0, 2] - 0.3)], tmp_path)
     assert abs(out["soc"][2] - truth[-1, 2]) < 0.01  # (the starts at 0 and 1 are there for the ranges)
+
+
+def test_every_intermediate_stays_inside_30_bits_where_the_slopes_are_steep(steep: tuple[str, list, np.ndarray],
+                                                                             tmp_path: Path) -> None:
+    """The same over the steep drives, from starts at the empty end (beyond the grid once the filter moves), at the
+    edge of the steepest I0 segment and, without voltage for the first 30 s (P00 stays p0_soc), at a steep R1: the
+    slope terms reach their limits (saturation, the P00 bound on m_k) and stay inside ±2**30."""
+    name, records, _ = steep
+    gap = [(t, i, [ABSENT if c == 2 and k < VOLTAGE_GAP_S else v for c, v in enumerate(volts)], temps)
+           for k, (t, i, volts, temps) in enumerate(records)]
+    path = tmp_path / "steep.sxs"
+    write_stream(path, gap)
+    out = run_checked(path, board_model(name), list(STEEP[name].range_starts), tmp_path)
+    print(name, {k: v / F20 if k in ("d", "slope20", "slope16") else v for k, v in out.items()})
+    assert out["held"] > 0  # m_k held to |m_k|·sqrt(P00) <= 1/4 V while P00 was p0_soc
+    assert out["d"] > 0.5 * F20  # F[k][0] beyond 0.5 V/soc
+    assert out["slope16"] >= STEEP[name].i0_term_V_per_soc * F20  # Panasonic's: saturated at 256 V/soc
 
 
 def test_the_range_check_catches_an_overflow(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 from tests.mpy import run_mpy
@@ -10,15 +12,16 @@ from tests.mpy import run_mpy
 PRELUDE = """
 import sys, json
 from engine.ringqueue import RingQueue
-from engine.sample import Sample
+from engine.sample import Estimate, Sample
 D = sys.argv[1]
 def fill(q, boot, first, n, cells=2):
     s = Sample(cells)
+    e = Estimate(cells)
     for seq in range(first, first + n):
         s.current_mA = -seq
         for k in range(len(s.cells)):
             s.cells[k] = seq * 100 + k
-        q.append(boot, seq, seq, 0, 1, s)
+        q.append(boot, seq, seq, 0, 1, s, e)
 def keys(q):
     out = []
     for index in range(q.tail, q.head):
@@ -111,6 +114,12 @@ from soxcommon import frame
 n = 16
 q = RingQueue(D, n, 64)
 s = Sample(n)
+e = Estimate(n)
+for k in range(len(e.values)):
+    e.values[k] = 10000 - k
+e.level = 2
+e.n_reasons = 1
+e.reasons[0] = 0x0106
 rx = frame.Codec(frame.sample_payload_bytes(n))
 tx = frame.Codec(frame.sample_payload_bytes(n))
 H = frame.HEADER_BYTES
@@ -130,11 +139,12 @@ def sample_once(seq):
     for k in range(len(s.cells)):
         s.cells[k] = frame.get_i32(rx.buf, off)
         off += 4
-    q.append(1, seq, seq, 0, 1, s)
+    q.append(1, seq, seq, 0, 1, s, e)
     return ok
 def allocate():
     return [1, 2, 3]
 sample_once(0)  # warm-up: the first use of a frame length makes its CRC view
+ok = lock_works = False  # globals made before the lock: a new one may grow the module's dict
 micropython.heap_lock()
 try:
     ok = sample_once(1) and sample_once(2)
@@ -162,3 +172,66 @@ q = RingQueue(D, 2, 8)
 print(json.dumps({"len": len(q), "last_boot": q.last_boot}))
 """)
     assert r == {"len": 0, "last_boot": 7}
+
+
+def test_estimates_round_trip_and_absent_stays_absent(tmp_path: Path) -> None:
+    """Estimates come back as written; a record without estimation reads ABSENT everywhere, never 0."""
+    r = mpy(tmp_path, """
+from soxcommon.frame import ABSENT
+q = RingQueue(D, 3, 8)
+s = Sample(3)
+e = Estimate(3)
+q.append(1, 0, 0, 0, 1, s, e)          # no estimation
+for k in range(len(e.values)):
+    e.values[k] = [0, 20000, 9999, 1, 65534, 5000, 7, 8, 9][k]
+e.values[4] = ABSENT                   # cell 1's sigma not estimated
+e.level = 3
+e.n_reasons = 2
+e.reasons[0] = 0x0a03
+e.reasons[1] = 0xFFFF
+q.append(1, 1, 1, 0, 1, s, e)
+q.close()
+q = RingQueue(D, 3, 8)                 # back from flash
+out = []
+for i in (0, 1):
+    assert q.read(i)
+    out.append([[q.record_estimate(c, k) for c in range(3) for k in range(3)], q.record_level(),
+                [q.record_reason(j) for j in range(q.record_reasons())]])
+print(json.dumps({"out": out, "absent": ABSENT}))
+""")
+    a = r["absent"]
+    assert r["out"][0] == [[a] * 9, a, []]
+    assert r["out"][1] == [[0, 20000, 9999, 1, a, 5000, 7, 8, 9], 3, [0x0a03, 0xFFFF]]
+
+
+def _v1_queue(path: Path, n_cells: int, capacity: int, records: list[tuple[int, int, int]], tail: int) -> None:
+    """A format-1 queue file ("SXQ1": no estimates) as the previous firmware wrote it, from struct and zlib:
+    records (index, boot, seq), tail and drop count in queue.tail."""
+    slot = 4 * (6 + 6 * n_cells) + 4
+    raw = bytearray(struct.pack("<III4x", 0x31515853, slot, capacity)) + bytes(slot * capacity)
+    for index, boot, seq in records:
+        words = struct.pack(f"<Iii{3 + 6 * n_cells}i", index, boot, seq, seq, 1 << 10, -100,
+                            *range(6 * n_cells))
+        at = 16 + (index % capacity) * slot
+        raw[at:at + slot] = words + struct.pack("<I", zlib.crc32(words))
+    (path / "queue.bin").write_bytes(bytes(raw))
+    (path / "queue.tail").write_text(f"{tail} 5\n")
+
+
+def test_format_1_queue_is_detected_not_misread(tmp_path: Path) -> None:
+    """A queue written before the estimates: its boot ids are remembered, its unacknowledged records are
+    counted as dropped (exactly), and the new queue starts empty in format 2."""
+    _v1_queue(tmp_path, 2, 8, [(i, 4 if i < 3 else 5, i) for i in range(6)], tail=2)
+    r = mpy(tmp_path, """
+q = RingQueue(D, 2, 8)
+first = {"len": len(q), "last_boot": q.last_boot, "discarded": q.discarded, "dropped": q.dropped}
+fill(q, 6, 0, 2)
+q.close()
+q = RingQueue(D, 2, 8)
+print(json.dumps({"first": first, "again": {"len": len(q), "keys": keys(q), "dropped": q.dropped,
+                                            "discarded": q.discarded}}))
+""")
+    # 6 records written, 2 acknowledged: 4 discarded on top of the 5 dropped before
+    assert r["first"] == {"len": 0, "last_boot": 5, "discarded": 4, "dropped": 9}
+    assert r["again"] == {"len": 2, "keys": [[6, 0, 0, 11], [6, 1, -1, 111]], "dropped": 9, "discarded": 0}
+    assert (tmp_path / "queue.bin").read_bytes()[:4] == b"SXQ2"

@@ -40,6 +40,7 @@ PRELUDE = """
 import sys, json
 from array import array
 from engine.safety import *
+from soxcommon.wire import reason_parts
 from engine.sample import Sample
 from soxcommon.frame import ABSENT, CELL_FIELDS
 LIMITS = load_limits(sys.argv[1])
@@ -141,7 +142,7 @@ for name, kw in DATA["checks"]:
         if m.level and trip is None:
             out = array("i", [0] * (N_CHECKS * 3))
             n = m.findings(out)
-            trip = [k, m.level, [[reason_check(c), reason_cell(c), reason_level(c)] for c in out[:n]]]
+            trip = [k, m.level, [list(reason_parts(c)) for c in out[:n]]]
     trips[name] = trip
 print(json.dumps(trips))
 """, {"checks": [[n, drive(n)] for n in STEP_CHECKS], "period": period_ms})
@@ -362,7 +363,7 @@ with open(path, "rb") as f:
         m.update(s, gas)
         codes = list(out[:m.findings(out)])
         if codes != last:
-            changes.append([s.t_ms // 1000, [[reason_check(c), reason_cell(c), reason_level(c)] for c in codes]])
+            changes.append([s.t_ms // 1000, [list(reason_parts(c)) for c in codes]])
             last = codes
 print(json.dumps({"samples": samples, "changes": changes}))
 """

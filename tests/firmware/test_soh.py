@@ -77,11 +77,12 @@ def test_capacity_recovered_within_2_sigma_and_fed_back() -> None:
 def test_r0_recovered_on_synthetic_steps() -> None:
     out = _synthetic(2.4, 1.0)
     assert abs(out["r0"] - out["r0_true"]) <= 2 * out["r0_sigma"]
-    # 40 % growth: a known shortfall of about 3 % (the EKF's RC states are fitted with the model's resistances), at
-    # the edge of the stated 2σ; bounded here so that it does not grow unnoticed.
+    # 40 % growth: a known error of a few % (the EKF's RC states are fitted with the model's resistances; measured
+    # 2.1 % high, 3 % low before the EKF's Jacobian had the tables' SoC slopes), at the edge of the stated 2σ;
+    # bounded here so that it does not grow unnoticed.
     out = _synthetic(2.4, 1.4)
     assert abs(out["k"] - 1.4) < 0.05 * 1.4
-    assert out["r0"] < out["r0_true"]
+    assert abs(out["r0"] - out["r0_true"]) < 0.04 * out["r0_true"]
 
 
 # Bytes allocated per cell-step of the tracker alone (gc held off), over the first 300 s of the same synthetic drive

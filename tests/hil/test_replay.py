@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from hil import cellfit
+from hil.bench_soc import REAL_CELL, replay_log
 from hil.cycler import CyclerFormatError, read_log
 from hil.replay import LogOptions, ReplayModule, load_log, replay, soc_by_coulomb_counting, soc_from_column, timeline
+from hil.soc_eval import ESTIMATORS, evaluate_log
+from host import boardmodel
 from host.cli import main
 from host.store import open_store
 from soxcommon import wire
@@ -100,7 +103,8 @@ def test_synthetic_log_end_to_end(tmp_path: Path) -> None:
     samples = list(csv.DictReader((out / "samples.csv").open()))
     assert len(samples) == 62 and samples[12]["board_pressure_Pa"] == "" and samples[15]["in_gap"] == "1"
     assert [int(s["board_voltage_mV"]) for s in samples[:3]] == [r[7] for r in board[:3]]
-    assert not any(key.startswith(("est", "board_soc")) for key in samples[0])  # estimates come in a later issue
+    assert not any(key.startswith(("est", "board_soc")) for key in samples[0])  # estimates: estimates.csv
+    assert "estimation" not in score and not (out / "estimates.csv").exists()  # only with --estimate
 
 
 def test_coulomb_counted_soc_by_hand(tmp_path: Path) -> None:
@@ -213,6 +217,12 @@ def test_missing_column_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (["LOG.csv", "--capacity-Ah", "3", "--columns", "volts=U"], "unknown column role(s) ['volts']"),
     (["LOG.csv", "--capacity-Ah", "3", "--scale", "voltage=milli"], "--scale: voltage='milli' is not a number"),
     (["LOG.csv", "--capacity-Ah", "3", "--cell", "nowhere.json"], "nowhere.json: no such cell parameter file"),
+    (["LOG.csv", "--capacity-Ah", "3", "--estimate"], "--estimate needs --cell: the estimators' board model"),
+    (["LOG.csv", "--capacity-Ah", "3", "--soc0", "0.5"], "--soc0 is the estimators' start: it goes with --estimate"),
+    (["LOG.csv", "--cell", str(REAL_CELL), "--estimate", "--full-at-s", "0", "--soc0", "0.4,1.3"],
+     "--soc0: start SoC fractions in 0..1, got [0.4, 1.3]"),
+    (["LOG.csv", "--cell", str(REAL_CELL), "--estimate", "--full-at-s", "0", "--soc0", "0.4,high"],
+     "--soc0: 'high' is not a number"),
 ])
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
                                  message: str) -> None:
@@ -280,3 +290,70 @@ def test_cell_fit_then_replay_of_us06(tmp_path: Path, capsys: pytest.CaptureFixt
     charge_Ah = float(np.sum(0.5 * (log.current_A[1:j + 1] + log.current_A[:j]) * np.diff(log.time_s[:j + 1]))) / 3600
     assert score["reference_soc"]["end"] == pytest.approx(1 + charge_Ah / 2.9974, abs=1e-6)
     assert score["files"][0]["sha256"] == "c12a57f8fa2bfcb7fcd30f243781390e1567acb369da647e6bdc08885deb0ac4"
+
+
+def test_estimation_is_refused_without_a_reference_soc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "drive.csv"
+    log.write_text("Test Time / s,Voltage / V,Current / A,SOC\n0,3.7,-1,0.5\n1,3.69,-1,\n2,3.68,-1,0.49\n")
+    base = ["--state", str(tmp_path), "hil", "replay", str(log), "--cell", str(REAL_CELL), "--estimate"]
+    # Coulomb counting from a full point nobody stated: the log's start is not assumed full.
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --estimate needs a reference SoC to score against: a logged SoC column (--soc-column) or "
+                   "the replay time at which the cell was full (--full-at-s; 0 when the log starts full)"]
+    # A SoC column with a blank row: no reference there.
+    assert main([*base, "--soc-column", "SOC"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {log}: the reference SoC column has blank rows: the estimators cannot be scored there"]
+    assert not (tmp_path / "hil").exists()  # refused before anything ran
+
+
+def _board_model_bytes(cell: Path, out: Path) -> bytes:
+    boardmodel.main([str(cell), str(out)])
+    return out.read_bytes()
+
+
+def test_estimation_of_the_real_us06_matches_bench_soc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first 25 s of the real US06 recording: the replay's figures are bench soc's for the same slice (one
+    evaluation, hil.soc_eval), over the readings the board stored."""
+    us06 = data_file("us06_25degC.mat")
+    code = main(["--state", str(tmp_path), "hil", "replay", str(us06), "--cell", str(REAL_CELL), "--full-at-s", "0",
+                 "--estimate", "--limit-s", "25"])
+    captured = capsys.readouterr()
+    score = json.loads(captured.out)
+    assert code == 0 and (score["sent"], score["stored"], score["lost"]) == (25, 25, 0)
+    estimation = score["estimation"]
+    bench_work = tmp_path / "bench"
+    bench_work.mkdir()
+    # The board model the replay made from the cell file (byte for byte what `python -m host.boardmodel` writes).
+    board_model = Path(estimation["board_model"])
+    assert board_model.parent == Path(score["outputs"]) / "estimate"
+    assert board_model.read_bytes() == _board_model_bytes(REAL_CELL, tmp_path / "model.json")
+    bench = evaluate_log("real_us06_25C", replay_log(us06, REAL_CELL, 25.0), board_model, bench_work).row
+    for key in ("estimators", "start_soc", "samples", "true_soc_start", "true_soc_end", "board_vs_host_pct_max",
+                "board_vs_host_pct_max_whole_run", "gated_board", "best_board_estimator", "fused_uses_nn"):
+        assert estimation[key] == bench[key], key
+    # The log starts full: 30 % above is impossible, so the one start is 30 % below.
+    assert estimation["start_soc"] == [0.7] and estimation["true_soc_start"] == 1.0
+    assert estimation["shipped_estimator"] == "board_fused"
+    figures = estimation["estimators"]
+    assert list(figures) == ["board_ekf", "host_ekf", "coulomb", "board_nn", "board_fused"]
+    for estimator in ESTIMATORS:
+        assert set(figures[estimator]) == {"rmse_pct", "max_error_pct", "convergence_s"}
+        assert 0 <= figures[estimator]["rmse_pct"] <= figures[estimator]["max_error_pct"] <= 31
+        assert estimation["per_start"][0][estimator] == figures[estimator]  # one start: its figures are the worst
+    # Coulomb counting keeps its 30 % start error; the board EKF corrects it from the voltage.
+    assert figures["coulomb"]["convergence_s"] is None and 29 < figures["coulomb"]["max_error_pct"] < 31
+    assert figures["board_ekf"]["rmse_pct"] < figures["coulomb"]["rmse_pct"] / 2
+    assert estimation["board_vs_host_pct_max"] >= 0 and estimation["ekf_step_us_micropython"] > 0
+    # The table on stderr: one line per estimator, the shipped one marked.
+    lines = captured.err.splitlines()
+    for estimator in ESTIMATORS:
+        line = next(x for x in lines if x.startswith(f"{estimator} "))
+        assert f"{figures[estimator]['rmse_pct']:.3f}" in line
+    assert any(x.startswith("board_fused") and x.endswith("(shipped)") for x in lines)
+    assert any(x.startswith("board EKF vs host EKF after both converged:") for x in lines)
+    # estimates.csv: per sample the reference and every estimator's SoC; score.json holds the same figures.
+    rows = list(csv.DictReader(Path(estimation["estimates_csv"]).read_text().splitlines()))
+    assert len(rows) == 25 and float(rows[0]["ref_soc"]) == 1.0 and float(rows[0]["coulomb_from_0.70"]) == 0.7
+    assert json.loads((Path(score["outputs"]) / "score.json").read_text())["estimation"] == estimation

@@ -81,9 +81,9 @@ def test_lookups_match_the_rig_ecm(cell: str) -> None:
 
 
 def test_lookup_rules_on_a_small_model(tmp_path: Path) -> None:
-    """The contract's lookup rules on a hand-made file: bilinear inside, held at the SoC ends (slope of the end
-    segment, as the board), Arrhenius,
-    entropic OCV and held capacitances beyond the temperature grid; no charge-transfer element."""
+    """The contract's lookup rules on a hand-made file: bilinear inside; beyond the SoC ends the OCV goes on along
+    its end segments and the other tables are held (their SoC slopes 0); Arrhenius, entropic OCV and held
+    capacitances beyond the temperature grid; no charge-transfer element."""
     doc = {"format": "soxbms-cell/1", "name": "tiny", "capacity_Ah": 2.0, "coulombic_efficiency": 0.99,
            "soc": [0.0, 0.5, 1.0], "temp_C": [0.0, 40.0],
            "ocv_V": [[3.0, 3.6, 4.1], [3.1, 3.7, 4.2]], "r0_ohm": [[0.04, 0.03, 0.02], [0.02, 0.015, 0.01]],
@@ -100,8 +100,11 @@ def test_lookup_rules_on_a_small_model(tmp_path: Path) -> None:
     assert mid.dhyst_dsoc_V == pytest.approx(-0.02)
     assert mid.i0_A is None
     ends = cellmodel.evaluate(model, np.array([-0.1, 1.2]), np.array([0.0, 0.0]))
-    np.testing.assert_allclose(ends.ocv_V, [3.0, 4.1])
+    np.testing.assert_allclose(ends.ocv_V, [3.0 - 0.1 * 1.2, 4.1 + 0.2 * 1.0])
     np.testing.assert_allclose(ends.docv_dsoc_V, [1.2, 1.0])
+    np.testing.assert_allclose(ends.r0_ohm, [0.04, 0.02])
+    np.testing.assert_allclose(ends.dr0_dsoc_ohm, [0.0, 0.0])
+    assert mid.dr0_dsoc_ohm == pytest.approx(0.5 * (-0.02 - 0.01))  # (0.03 − 0.04)/0.5 and (0.015 − 0.02)/0.5
     hot = cellmodel.evaluate(model, 1.0, 60.0)
     arrhenius = np.exp(20000.0 / cellmodel.GAS_CONSTANT_J_PER_MOLK * (1 / 333.15 - 1 / 313.15))
     assert hot.r0_ohm == pytest.approx(0.01 * arrhenius)
@@ -158,12 +161,18 @@ def test_ekf_converges_from_a_30_percent_wrong_start(drive: tuple[list[Record], 
 
 
 def test_ukf_agrees_with_the_ekf(drive: tuple[list[Record], np.ndarray], ekf_ukf: tuple[Any, Any]) -> None:
-    """Both converged: the SoC of the two filters within 0.5 % (measured about 0.25 %), the UKF within 2 % of truth."""
+    """Both converged: the SoC of the two filters within 1 % (measured 0.52 % at 5 min, the UKF's parameters follow
+    its sigma points' soc while the EKF's are the prior's with slopes) and within 0.2 % over the drive's second half
+    (measured 0.10 %), the UKF within 2 % of truth."""
     _, truth = drive
     ekf, ukf = ekf_ukf
-    assert np.max(np.abs(ekf.soc - ukf.soc)[CONVERGED_S:]) < 0.005
+    gap = np.abs(ekf.soc - ukf.soc)
+    assert np.max(gap[CONVERGED_S:]) < 0.01
+    assert np.max(gap[len(gap) // 2:]) < 0.002
     assert np.max(np.abs(ukf.soc - truth)[CONVERGED_S:]) < 0.02
-    assert np.max(np.abs(ekf.soc_sigma - ukf.soc_sigma)[CONVERGED_S:]) < 5e-4
+    sigma_gap = np.abs(ekf.soc_sigma - ukf.soc_sigma)
+    assert np.max(sigma_gap[CONVERGED_S:]) < 0.004  # measured 0.0019
+    assert np.max(sigma_gap[len(gap) // 2:]) < 5e-4
 
 
 @pytest.mark.parametrize("run", [run_ekf, run_ukf])

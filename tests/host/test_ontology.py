@@ -36,6 +36,9 @@ EMMO_NUMBER_VALUE = URIRef(ontology.expand(ontology.HAS_NUMBER_VALUE))
 pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
 
 
+ESTIMATED = wire.ESTIMATE_QUANTITIES + (wire.SOS_LEVEL,)  # the board's estimates with a value and unit
+
+
 def iri(curie_or_iri: str) -> URIRef:
     return URIRef(curie_or_iri if "://" in curie_or_iri else ontology.expand(curie_or_iri))
 
@@ -110,7 +113,8 @@ def table_curies() -> list[str]:
 
 
 def test_table_terms_are_pinned_or_own(pinned: Graph) -> None:
-    curies = table_curies() + [q[2] for q in wire.CELL_QUANTITIES + wire.PACK_QUANTITIES]
+    curies = table_curies() + [q[2] for q in wire.CELL_QUANTITIES + wire.PACK_QUANTITIES + ESTIMATED]
+    curies += [wire.SOS_REASONS[2]]
     curies += [unit for unit, _ in ontology.UNITS.values()]
     assert len(curies) > 20
     for curie in curies:
@@ -130,7 +134,7 @@ def test_own_terms_are_subclasses_of_pinned_classes(pinned: Graph) -> None:
 
 
 def test_wire_units_exist_and_fit_the_quantity(pinned: Graph) -> None:
-    for _, column, curie, unit, _, _ in wire.CELL_QUANTITIES + wire.PACK_QUANTITIES:
+    for _, column, curie, unit, _, _ in wire.CELL_QUANTITIES + wire.PACK_QUANTITIES + ESTIMATED:
         unit_curie, exponent = ontology.UNITS[unit]
         assert isinstance(exponent, int) and -9 <= exponent <= 0
         assert is_class(pinned, iri(unit_curie)), f"{column}: unit {unit_curie} not pinned"
@@ -298,3 +302,52 @@ def test_export_features_of_interest(exported: Graph, pinned: Graph) -> None:
     assert sorted(cells.values()) == [len(SAMPLES) * len(wire.CELL_QUANTITIES)] * CELLS
     # BatteryCell is a Battery in the pinned extract, so the pack type is the right superclass
     assert battery in superclasses(pinned, battery_cell)
+
+
+# (c) the board's estimates in an export
+
+
+def estimate_rows() -> list[tuple[Any, ...]]:
+    """export_rows() with the estimate columns: sample 0 at alarm with two reasons, cell 1 of sample 2 not estimated."""
+    reasons = {0: f"{wire.reason(0, 1, 2)} {wire.reason(9, 0, 1)}", 1: "", 2: ""}
+    rows = []
+    for i, head in enumerate(SAMPLES):
+        for cell in range(CELLS):
+            estimate = (None, None, None) if (i, cell) == (2, 1) else (5000 + 10 * i + cell, 30 + cell, 9800 - i)
+            rows.append((*head, cell, *cell_values(i, cell), 2 if i == 0 else 0, reasons[i], *estimate))
+    return rows
+
+
+@pytest.fixture
+def exported_estimates(network_attempts: list[Any]) -> Graph:
+    out = io.StringIO()
+    assert export.write_jsonld("dev-1", estimate_rows(), out, estimates=True) == len(SAMPLES) * CELLS
+    g = Graph().parse(data=out.getvalue(), format="json-ld")
+    assert network_attempts == []
+    return g
+
+
+def test_export_of_estimates(exported_estimates: Graph, pinned: Graph) -> None:
+    g = exported_estimates
+    by_quantity: Counter[Node | None] = Counter(g.value(o, SOSA.observedProperty)
+                                                for o in g.subjects(RDF.type, SOSA.Observation))
+    soc, soh = iri(ontology.STATE_OF_CHARGE), iri(ontology.STATE_OF_HEALTH)
+    sos, finding = iri(wire.SOS_LEVEL[2]), iri(wire.SOS_REASONS[2])
+    assert (by_quantity[soc], by_quantity[soh]) == (len(SAMPLES) * CELLS - 1,) * 2  # one cell not estimated
+    assert (by_quantity[sos], by_quantity[finding]) == (len(SAMPLES), 2)
+    has_uncertainty = URIRef(ontology.expand(ontology.HAS_METROLOGICAL_UNCERTAINTY))
+    assert is_property(pinned, has_uncertainty)
+    sigmas = []
+    for obs in g.subjects(SOSA.observedProperty, soc):
+        uncertainty = g.value(g.value(obs, SOSA.hasResult), has_uncertainty)
+        assert (uncertainty, RDF.type, iri(ontology.METROLOGICAL_UNCERTAINTY)) in g
+        assert g.value(uncertainty, EMMO_HAS_UNIT) == iri(ontology.UNIT_ONE)
+        sigmas.append(g.value(g.value(uncertainty, EMMO_NUMERICAL_PART), EMMO_NUMBER_VALUE).toPython())
+    assert sorted(sigmas) == sorted([Decimal("0.0030"), Decimal("0.0031")] * 2 + [Decimal("0.0030")])
+    # the own terms of the state of safety sit under pinned EMMO classes
+    assert iri(ontology.ORDINAL_QUANTITY) in superclasses(g, sos)
+    assert iri(ontology.NOMINAL_PROPERTY) in superclasses(g, finding)
+    labels = {str(g.value(g.value(o, SOSA.hasResult), RDFS.label)): g.value(o, SOSA.hasFeatureOfInterest)
+              for o in g.subjects(SOSA.observedProperty, finding)}
+    assert labels == {"cell_voltage_high_mV cell 1 alarm": URIRef("urn:soxbms:dev-1:cell:1"),
+                      "charge_current_mA cell 0 warn": URIRef("urn:soxbms:dev-1")}

@@ -91,3 +91,49 @@ def test_failed_batch_rolls_back_everything(store: SqlStore) -> None:
         raise AssertionError("a malformed record must fail the batch")
     assert store.count("sample") == 0
     assert store.write_batch([data(0)]).stored == 1
+
+
+def estimated(seq: int, level: int, reasons: tuple[int, ...], soc: tuple[int | None, ...]) -> DataRecord:
+    estimates = tuple((s, None if s is None else 40, None if s is None else 9900) for s in soc)
+    return data(seq)._replace(estimates=estimates, sos_level=level, sos_reasons=reasons)
+
+
+def test_estimates_are_stored_and_the_latest_shows_in_status(store: SqlStore) -> None:
+    store.add_device("dev-1", "hash")
+    store.add_device("dev-2", "hash")  # no samples: no estimate in its status
+    store.write_batch([data(0), estimated(1, 2, (6, 2561), (8000, 7000)), estimated(2, 0, (), (7990, None))])
+    rows = list(store.samples("dev-1", estimates=True))
+    assert [r[13:] for r in rows] == [
+        (None, None, None, None, None), (None, None, None, None, None),  # a sample without estimates: NULL
+        (2, "6 2561", 8000, 40, 9900), (2, "6 2561", 7000, 40, 9900),
+        (0, "", 7990, 40, 9900), (0, "", None, None, None)]
+    status = {s.device: s for s in store.status()}
+    assert (status["dev-1"].sos_level, status["dev-1"].soc_pct) == (0, 79.9)  # seq 2, its one estimated cell
+    assert (status["dev-2"].sos_level, status["dev-2"].soc_pct) == (None, None)
+
+
+def test_migration_2_keeps_the_rows_of_schema_1(db_url: str) -> None:
+    """A database made before the estimates: migration 2 adds their columns, NULL in the old rows."""
+    old = open_store(db_url, migrate=False)
+    old._begin()
+    old._exec("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    old._exec("INSERT INTO schema_version (version) VALUES (1)")
+    d = old.dialect
+    for statement in MIGRATIONS[0]:
+        old._exec(statement.format(pk=d.pk, blob=d.blob, bigint=d.bigint, without_rowid=d.without_rowid))
+    old.commit()
+    old._exec("INSERT INTO device (device, added_at) VALUES ('dev-1', 0)")
+    old._exec("INSERT INTO sample (device, boot, seq, t_s, t_ms, time_relative, current_mA, received_at,"
+              " committed_at) VALUES ('dev-1', 1, 0, 5, 0, 1, -100, 1, 1)")
+    old._exec("INSERT INTO cell_sample (sample_id, cell, voltage_mV) SELECT id, 0, 3700 FROM sample")
+    old.commit()
+    old.close()
+    store = open_store(db_url)
+    try:
+        assert store.schema_version() == len(MIGRATIONS) == 2
+        assert list(store.samples("dev-1", estimates=True)) == [
+            (1, 0, 5, 0, 1, -100, 0, 3700, None, None, None, None, None, None, None, None, None, None)]
+        store.write_batch([estimated(1, 1, (5,), (5000,))._replace(cells=CELLS[:1])])
+        assert [r[13:] for r in store.samples("dev-1", estimates=True)][-1] == (1, "5", 5000, 40, 9900)
+    finally:
+        store.close()
