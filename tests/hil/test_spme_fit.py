@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pybamm", reason="PyBaMM is not installed (pip install .[truth])")
 
-from hil import cellfit, spme_fit  # noqa: E402
+from hil import cellfit, spme_fit, spme_gridfit  # noqa: E402
 from hil.bench_hil import SPME_FIT  # noqa: E402
 from hil.cycler import CyclerLog  # noqa: E402
 from hil.physics.ecm import C1, C2, HYST, I0, OCV, R0, R1, R2, Ecm  # noqa: E402
@@ -81,7 +81,7 @@ def test_stored_fit_loads_and_its_drive_rmse_is_reproduced_within_the_benchmark(
     assert card["validation with the pulse-fitted RC pairs"]["voltage RMSE [mV]"] > rmse_mV
 
 
-# The multi-temperature fit to ORegan2022 (hil.spme_fit.fit_grid), the cell of the cold PyBaMM scenario.
+# The multi-temperature fit to ORegan2022 (hil.spme_gridfit.fit_grid), the cell of the cold PyBaMM scenario.
 ROOT = SPME_FIT.parents[2]
 GRID_FIT = SPME_FIT.with_name("oregan2022_spme_fit.json")
 GRID_CARD = SPME_FIT.with_name("oregan2022_spme_fit.meta.json")
@@ -120,7 +120,7 @@ def test_grid_training_never_saw_a_validation_or_bench_seed() -> None:
     card = json.loads(GRID_CARD.read_text())
     bench_seed = load_scenario(COLD_SCENARIO).seed
     for row in card["rows"]:
-        assert len(row["training"]) == len(spme_fit.GRID_TRAIN_STARTS_SOC)
+        assert len(row["training"]) == len(spme_gridfit.GRID_TRAIN_STARTS_SOC)
         for drive in row["training"]:
             seeds = drive["seeds"]
             assert seeds and max(seeds) < spme_fit.VALIDATION_FIRST_SEED and bench_seed not in seeds, drive
@@ -183,8 +183,8 @@ def test_rig_ecm_tracks_oregan2022_spme_on_a_cold_drive() -> None:
     on the grid fit follows its voltage within the bound; the 25 degC Chen2020 fit the board carried before does
     not."""
     drive = spme_fit.udds_log(spme_fit.Conditions("ORegan2022", 0.0), COLD_DRIVE_SEED, COLD_DRIVE_S,
-                              initial_soc=spme_fit.VALIDATION_PART_SOC)
+                              initial_soc=spme_gridfit.VALIDATION_PART_SOC)
     assert drive.duration_s >= COLD_DRIVE_S
-    grid = spme_fit.compare_ecm(json.loads(GRID_FIT.read_text()), drive)["voltage RMSE [mV]"]
-    before = spme_fit.compare_ecm(json.loads(SPME_FIT.read_text()), drive)["voltage RMSE [mV]"]
+    grid = spme_gridfit.compare_ecm(json.loads(GRID_FIT.read_text()), drive)["voltage RMSE [mV]"]
+    before = spme_gridfit.compare_ecm(json.loads(SPME_FIT.read_text()), drive)["voltage RMSE [mV]"]
     assert 0 < grid <= COLD_RMSE_BOUND_MV < before
