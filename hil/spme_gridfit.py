@@ -104,10 +104,8 @@ GRID_SMOOTH_A = 100.0  # weight of the drive fit's smoothness rows (fit_rc_grid)
 STEP_ASYMMETRY = 0.1  # a pulse whose exit step differs more from its entry step is left out of a row's step fit
 
 
-
 def grid_name(parameter_set: str) -> str:
     return f"{parameter_set.lower()}_spme_fit"
-
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,6 @@ class GridRow:
         """Column 1 (R0) or 2 (I0) of the steps on hil.cellfit.SOC_GRID, end values held."""
         steps = sorted(self.steps)  # the pulse sets come from full down
         return np.interp(cellfit.SOC_GRID, [s[0] for s in steps], [s[column] for s in steps])
-
 
 
 def _steps_at(cell: cellfit.CellFit, pulse: CyclerLog, pulse_current_A: float,
@@ -153,7 +150,6 @@ def _steps_at(cell: cellfit.CellFit, pulse: CyclerLog, pulse_current_A: float,
     return tuple(out)
 
 
-
 def fit_row(parameter_set: str, temp_C: float) -> GridRow:
     """The C/20 and HPPC logs of a cell held at temp_C, the training logs of cells starting at temp_C from rest at
     GRID_TRAIN_STARTS_SOC and heating freely, and the fit of the first two."""
@@ -166,22 +162,18 @@ def fit_row(parameter_set: str, temp_C: float) -> GridRow:
     return GridRow(temp_C, logs, cell, _steps_at(cell, logs["pulse"], pulse_A, temp_C))
 
 
-
 def _training_key(initial_soc: float) -> str:
     return "training" if initial_soc == 1.0 else f"training from SoC {initial_soc:g}"
-
 
 
 def _training(row: GridRow) -> list[tuple[str, CyclerLog]]:
     return [(key, log) for key, log in row.logs.items() if key.startswith("training")]
 
 
-
 def _table(temps_C: list[float], rows: list[np.ndarray]) -> dict[str, Any]:
     """A (SoC, T) table on hil.cellfit.SOC_GRID, one row per temperature."""
     return {"SoC": cellfit._rounded(cellfit.SOC_GRID), "Temperature [degC]": temps_C,
             "values": [cellfit._rounded(np.asarray(row)) for row in rows]}
-
 
 
 def _activation(rows: list[GridRow]) -> tuple[float, float]:
@@ -192,7 +184,6 @@ def _activation(rows: list[GridRow]) -> tuple[float, float]:
     gas = cellfit.GAS_CONSTANT_J_per_molK
     return (max(gas * float(np.polyfit(inverse_K, ln_r0, 1)[0]), 0.0),
             max(-gas * float(np.polyfit(inverse_K, ln_i0, 1)[0]), 0.0))
-
 
 
 def fit_grid(parameter_set: str, temps_C: list[float], progress: Callable[[str], None] | None = None,
@@ -215,7 +206,6 @@ def fit_grid(parameter_set: str, temps_C: list[float], progress: Callable[[str],
     return on_soc_grid(_with_drive_fit(parameter_set, pulse_fitted, drive, rows), soc), rows, drive
 
 
-
 def board_soc_grid(ocv_rows: np.ndarray, points: int) -> np.ndarray:
     """The subset of hil.cellfit.SOC_GRID a grid fit is tabulated on (BOARD_TABLE_POINTS): DRIVE_KNOTS_SOC (R1, R2
     are linear between them) and then, one at a time, the point where linear interpolation of the OCV rows (on
@@ -230,7 +220,6 @@ def board_soc_grid(ocv_rows: np.ndarray, points: int) -> np.ndarray:
     return np.asarray(grid[sorted(chosen)])
 
 
-
 def on_soc_grid(params: dict[str, Any], soc: np.ndarray) -> dict[str, Any]:
     """Every table of a parameter file resampled onto the SoC grid soc (linear, as the ECM interpolates)."""
     def resampled(table: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +230,6 @@ def on_soc_grid(params: dict[str, Any], soc: np.ndarray) -> dict[str, Any]:
 
     return {key: resampled(value) if isinstance(value, dict) and "SoC" in value else value
             for key, value in params.items()}
-
 
 
 def _grid_params(parameter_set: str, rows: list[GridRow]) -> dict[str, Any]:
@@ -306,12 +294,10 @@ def _grid_params(parameter_set: str, rows: list[GridRow]) -> dict[str, Any]:
     }
 
 
-
 def _simulated(parameter_set: str, temps_C: list[float]) -> str:
     return (f"Simulated, not measured: PyBaMM {pybamm.__version__} SPMe (lumped thermal) with the {parameter_set} "
             f"set ({CITATIONS[parameter_set]}), one nominal cell per grid temperature "
             f"({', '.join(f'{t:g}' for t in temps_C)} degC) (hil.spme_fit.fit_grid)")
-
 
 
 @dataclass(frozen=True)
@@ -340,12 +326,10 @@ class GridDriveFit:
         return out
 
 
-
 def _arrhenius(ea_J_per_mol: float, temp_C: float | np.ndarray) -> Any:
     """exp(Ea/R*(1/T - 1/T_ref)), T_ref = REFERENCE_C: a resistance at temp_C over its value at REFERENCE_C."""
     return np.exp(ea_J_per_mol / cellfit.GAS_CONSTANT_J_per_molK
                   * (1.0 / (np.asarray(temp_C) + cellfit.KELVIN) - 1.0 / (REFERENCE_C + cellfit.KELVIN)))
-
 
 
 def fit_rc_grid(params: dict[str, Any], logs: list[CyclerLog]) -> GridDriveFit:
@@ -421,10 +405,8 @@ def fit_rc_grid(params: dict[str, Any], logs: list[CyclerLog]) -> GridDriveFit:
                         evaluations=len(starts) + int(search.nfev) + 1)
 
 
-
 def _rmse_mV(err_V: np.ndarray) -> float:
     return float(np.sqrt(np.mean(err_V ** 2)) * 1e3)
-
 
 
 def _with_drive_fit(parameter_set: str, params: dict[str, Any], drive: GridDriveFit,
@@ -448,7 +430,6 @@ def _with_drive_fit(parameter_set: str, params: dict[str, Any], drive: GridDrive
                  f"Training RMSE per drive: {per_drive}.")
     sources = {**params["sources"], **{key: rc_source for key in ("R1 [Ohm]", "C1 [F]", "R2 [Ohm]", "C2 [F]")}}
     return {**params, "sources": sources, **drive.tables(temps)}
-
 
 
 def replay_ecm(params: dict[str, Any], log: CyclerLog, soc0: float | None = None,
@@ -475,10 +456,8 @@ def replay_ecm(params: dict[str, Any], log: CyclerLog, soc0: float | None = None
     return soc, voltage_V
 
 
-
 def _range(log: CyclerLog) -> list[float] | None:
     return None if log.temp_C is None else [round(float(np.min(log.temp_C)), 2), round(float(np.max(log.temp_C)), 2)]
-
 
 
 def compare_ecm(params: dict[str, Any], log: CyclerLog) -> dict[str, Any]:
@@ -494,7 +473,6 @@ def compare_ecm(params: dict[str, Any], log: CyclerLog) -> dict[str, Any]:
             **_breakdown(soc, err_mV, log.current_A)}
 
 
-
 def validation_logs(parameter_set: str) -> dict[str, dict[str, CyclerLog]]:
     """Per validation ambient, a US06 and a UDDS-like drive (seeds from VALIDATION_FIRST_SEED) from full to 2.5 V
     and a UDDS-like one from rest at VALIDATION_PART_SOC, the cell heating freely as on the rig."""
@@ -506,7 +484,6 @@ def validation_logs(parameter_set: str) -> dict[str, dict[str, CyclerLog]]:
             f"UDDS-like from SoC {VALIDATION_PART_SOC:g}": udds_log(conditions, VALIDATION_FIRST_SEED,
                                                                     initial_soc=VALIDATION_PART_SOC)}
     return out
-
 
 
 def grid_card(parameter_set: str, params: dict[str, Any], rows: list[GridRow], drive: GridDriveFit,
@@ -586,7 +563,6 @@ def grid_card(parameter_set: str, params: dict[str, Any], rows: list[GridRow], d
         ],
     }
     return card
-
 
 
 def run_grid(parameter_set: str, temps_C: list[float], out: Path | None = None,

@@ -14,6 +14,13 @@
 #             gate_run samples of a run beyond the gate: a spike is brief, a lasting innovation is the filter's own
 #             error (e.g. after a wrong start) and must be corrected, not locked out
 #             K = P·Hᵀ/S,  x += K·y,  P = (I − K·H)·P·(I − K·H)ᵀ + K·r_V·Kᵀ  (Joseph form)
+#   iterated (config "iterations" n > 1; Bell & Cathey 1993, the IEKF as Gauss-Newton on the MAP): the OCV and
+#             its slope relinearised at soc_i, y_i = V − V(x') − H0_i·(soc' − soc_i) with V(x') taken at soc_i,
+#             soc_{i+1} = soc' + K0_i·y_i, until soc moves less than ITERATION_TOL_SOC or n linearisations; the
+#             last K_i, y_i make the update. V is linear in v1, v2, b, so only soc needs it. Why: from a 30 %
+#             wrong start one linearisation across 30 % of OCV overshoots (NCR18650PF at 0 °C: +10 % after the
+#             first update of a start 30 % low), and the RC states then take up the error with σ 0.5 %; iterated,
+#             the first update lands within 1.5 %. Gating uses the first linearisation's y and S.
 # Parameters are looked up at the prior soc and the cell's temperature (absent: the last valid reading, else
 # 25 °C); OCV and its slope at soc'. The Jacobians carry the resistances' and I0's SoC slopes (engine/cellmodel.py):
 # without them the filter believes a lower soc lowers the voltage, while under charge at low SoC a fitted cell's
@@ -36,6 +43,15 @@ from soxcommon.frame import ABSENT
 
 DEFAULT_TEMP_DC = 250
 CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
+ITERATION_TOL_SOC = 1e-4  # an iterated update stops when soc moves less between linearisations
+
+
+def iterations(cfg):
+    """The configuration's "iterations" of the update (optional; 1, the default, is the plain EKF)."""
+    n = cfg.get("iterations", 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError("estimator config: iterations must be an integer >= 1")
+    return n
 
 
 class SocEkf:
@@ -54,6 +70,7 @@ class SocEkf:
         self.r_V = float(cfg["r_V"])
         self.gate2 = float(cfg["gate"]) ** 2
         self.gate_run = int(cfg["gate_run"])
+        self.iterations = iterations(cfg)
         self.p0 = (float(cfg["p0_soc"]), float(cfg["p0_v"]), float(cfg["p0_b"]))
         self.x = array(typecode, [0.0] * (4 * n_cells))
         self.h = array(typecode, [0.0] * n_cells)
@@ -174,32 +191,46 @@ class SocEkf:
         n33 = p33 + self.q_b * dt
 
         if v_mV != ABSENT:
-            lk.ocv_at(cell, soc)
             r0 = lk.r0
             h3 = r0
             dr = lk.dr0  # d(R0·I + B·asinh z)/dsoc / I
-            v_pred = lk.ocv + lk.m * h + v1 + v2 + r0 * cur
+            rest = lk.m * h + v1 + v2 + r0 * cur  # V(x') but its OCV
             if model.kinetic:
                 i0 = lk.i0
                 z = cur / (2.0 * i0)
-                v_pred += lk.b_V * math.log(z + math.sqrt(z * z + 1.0))  # asinh, absent from some ports' math
+                rest += lk.b_V * math.log(z + math.sqrt(z * z + 1.0))  # asinh, absent from some ports' math
                 q = lk.b_V / (2.0 * i0 * math.sqrt(1.0 + z * z))
                 h3 += q
                 dr -= q * lk.di0 / i0
             h3 = -h3
-            h0 = lk.docv + h * lk.dm + cur * dr
-            y = v_mV * 0.001 - v_pred
-            # g = P·Hᵀ, H = [h0, 1, 1, h3]
-            g0 = n00 * h0 + n01 + n02 + n03 * h3
-            g1 = n01 * h0 + n11 + n12 + n13 * h3
-            g2 = n02 * h0 + n12 + n22 + n23 * h3
-            g3 = n03 * h0 + n13 + n23 + n33 * h3
-            S = h0 * g0 + g1 + g2 + h3 * g3 + self.r_V
-            outlier = y * y > self.gate2 * S
-            self.run_gated[cell] = self.run_gated[cell] + 1 if outlier else 0
-            if outlier and self.run_gated[cell] <= self.gate_run:
-                self.n_gated[cell] += 1
-            else:
+            dv_dsoc = h * lk.dm + cur * dr  # H[0] but dOCV/dsoc
+            v_V = v_mV * 0.001
+            # Iterated update: the OCV relinearised at soc_i, y = V − V(x') − H0·(soc' − soc_i) with V(x') at soc_i
+            # (Gauss-Newton on the MAP, the rest of V being linear in x).
+            soc_i = soc
+            gated = False
+            for it in range(self.iterations):
+                lk.ocv_at(cell, soc_i)
+                h0 = lk.docv + dv_dsoc
+                y = v_V - rest - lk.ocv - h0 * (soc - soc_i)
+                # g = P·Hᵀ, H = [h0, 1, 1, h3]
+                g0 = n00 * h0 + n01 + n02 + n03 * h3
+                g1 = n01 * h0 + n11 + n12 + n13 * h3
+                g2 = n02 * h0 + n12 + n22 + n23 * h3
+                g3 = n03 * h0 + n13 + n23 + n33 * h3
+                S = h0 * g0 + g1 + g2 + h3 * g3 + self.r_V
+                if not it:
+                    outlier = y * y > self.gate2 * S
+                    self.run_gated[cell] = self.run_gated[cell] + 1 if outlier else 0
+                    if outlier and self.run_gated[cell] <= self.gate_run:
+                        self.n_gated[cell] += 1
+                        gated = True
+                        break
+                soc_next = soc + g0 / S * y
+                if abs(soc_next - soc_i) < ITERATION_TOL_SOC:
+                    break
+                soc_i = soc_next
+            if not gated:
                 k0 = g0 / S
                 k1 = g1 / S
                 k2 = g2 / S

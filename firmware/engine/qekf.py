@@ -49,7 +49,7 @@
 import math
 from array import array
 
-from engine.ekf import CONFIG_KEYS
+from engine.ekf import CONFIG_KEYS, iterations
 from soxcommon.frame import ABSENT
 
 try:
@@ -401,6 +401,9 @@ class QSocEkf:
         for key in CONFIG_KEYS:
             if key not in cfg or not cfg[key] >= 0:
                 raise ValueError("estimator config: %s must be a number >= 0" % key)
+        if iterations(cfg) != 1:
+            raise ValueError("estimator config: the fixed-point filter has no iterated update (iterations %d)"
+                             % cfg["iterations"])
         self.model = model
         self.n_cells = n_cells
         self.lookup = QLookup(model, n_cells)

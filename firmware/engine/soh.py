@@ -54,6 +54,9 @@ R_PRIOR_SIGMA = 0.5  # σ of k's prior 1
 R_FORGET = 0.999  # λ per current step
 R_GATE = 5.0
 R_MODEL_SIGMA = 0.03  # σ of k from the model's shape (its R1, R2, I0 and their SoC dependence), not from noise
+# k is a factor on resistances, so k > 0; steps the model cannot explain (a synthetic or faulty stream) could
+# drive the scalar EKF through 0, where exp(−a/k) overflows.
+R_FACTOR_MIN = 0.2
 
 
 def _asinh(z):
@@ -135,7 +138,8 @@ class SohTracker:
             s = h * h * pk + R_STEP_VAR_V2
             if resid * resid <= R_GATE * R_GATE * s:
                 gain = pk * h / s
-                self.k_r[cell] = k + gain * resid
+                k += gain * resid
+                self.k_r[cell] = k if k > R_FACTOR_MIN else R_FACTOR_MIN
                 self.p_r[cell] = (1.0 - gain * h) * pk
                 self.n_steps[cell] += 1
         self.prev_mV[cell] = v_mV

@@ -12,7 +12,9 @@ temperature (absent: the last valid one, else 25 °C), then
     update   y = V_meas − V(x'), V = OCV(soc) + M(soc)·h + v1 + v2 + R0·I + B_ct·asinh(I/(2·I0)), H = ∂V/∂x with
              R0's and I0's SoC slopes in H[0] (measurement_row); gate: skipped (and counted) when y² > gate²·S, but
              only the first gate_run samples of a run beyond the gate (a lasting innovation is corrected, not locked
-             out); no update when the voltage is absent.
+             out); no update when the voltage is absent. With the configuration's "iterations" n > 1 the
+             update is iterated as the board's (engine/ekf.py): OCV and its slope relinearised at soc_i, the
+             other terms linear in x, until soc moves less than ITERATION_TOL_SOC or n linearisations.
 OCV and its slope are looked up at the predicted soc (V's dependence on the state); M, dM/dsoc, R0 and I0 and the
 resistances' and I0's slopes are the prior-soc parameters (as the board's engine/ekf.py). soc is not clipped inside
 the filters, only in the reported estimates.
@@ -46,6 +48,7 @@ from host.estimate.cellmodel import BoardModel, CellValues, evaluate
 from soxcommon.frame import ABSENT
 
 CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
+ITERATION_TOL_SOC = 1e-4  # engine/ekf.py's
 DEFAULT_TEMP_C = 25.0
 UKF_ALPHA, UKF_BETA, UKF_KAPPA = 1.0, 2.0, -1.0
 # A stream record: t_ms, current_mA, voltage_mV per cell, temp_dC per cell; ABSENT (-2**30) where not measured.
@@ -75,6 +78,14 @@ def _config(cfg: Mapping[str, float]) -> dict[str, float]:
     if missing:
         raise ValueError(f"estimator config lacks {', '.join(missing)}")
     return {key: float(cfg[key]) for key in CONFIG_KEYS}
+
+
+def iterations(cfg: Mapping[str, Any]) -> int:
+    """The configuration's "iterations" of the EKF update (optional; 1, the default, is the plain EKF)."""
+    n = cfg.get("iterations", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError("estimator config: iterations must be an integer >= 1")
+    return n
 
 
 def transition(model: BoardModel, prior: CellValues, dt_s: float, current_A: float) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +170,7 @@ class _Tuned:
         self._gate2 = c["gate"] ** 2
         self._gate_run = int(c["gate_run"])
         self._run_gated = 0  # consecutive samples beyond the gate: only the first gate_run of a run are gated
+        self.iterations = iterations(cfg)  # of the EKF's update; the UKF takes none
         self.h = 0.0
 
     def _gated(self, innovation_V: float, s_V2: float) -> bool:
@@ -206,14 +218,22 @@ class EkfCell(_Tuned):
         gated = False
         if voltage_meas_V is not None:
             x = kf.x[:, 0]
-            at = evaluate(model, x[0], temp_C)
-            h_row = measurement_row(at, prior, self.h, current_A)
-            v_pred = voltage_V(at, prior, x, self.h, current_A)
-            innovation_V = voltage_meas_V - v_pred
-            gated = self._gated(innovation_V, float(h_row @ kf.P @ h_row) + self.cfg["r_V"])
+            soc_i = float(x[0])
+            for it in range(self.iterations):  # relinearised at soc_i (engine/ekf.py's iterated update)
+                at = evaluate(model, soc_i, temp_C)
+                h_row = measurement_row(at, prior, self.h, current_A)
+                v_lin = voltage_V(at, prior, x, self.h, current_A) + h_row[0] * (x[0] - soc_i)
+                s_V2 = float(h_row @ kf.P @ h_row) + self.cfg["r_V"]
+                if not it and self._gated(voltage_meas_V - v_lin, s_V2):
+                    gated = True
+                    break
+                soc_next = float(x[0] + (kf.P[0] @ h_row) / s_V2 * (voltage_meas_V - v_lin))
+                if abs(soc_next - soc_i) < ITERATION_TOL_SOC:
+                    break
+                soc_i = soc_next
             if not gated:
                 kf.update(voltage_meas_V, HJacobian=_given, Hx=_given, args=(h_row[np.newaxis],),
-                          hx_args=(np.array([[v_pred]]),))
+                          hx_args=(np.array([[v_lin]]),))
         kf.P = 0.5 * (kf.P + kf.P.T)
         return gated
 

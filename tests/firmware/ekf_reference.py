@@ -109,25 +109,35 @@ class RefEkf:
             self.h = s + (self.h - s) * np.exp(-m.doc["hyst_rate_per_As"] * abs(cur) * dt)
         P = F @ self.P @ F.T + np.diag([cfg["q_soc"], cfg["q_v"], cfg["q_v"], cfg["q_b"]]) * dt
         if v_mV != ABSENT:
-            v_pred = m.table("ocv_V", x[0], T) + mh * self.h + x[1] + x[2] + r0 * cur
+            rest = mh * self.h + x[1] + x[2] + r0 * cur  # V(x') but its OCV
             dv_di = r0
-            dv_dsoc = m.slope("ocv_V", x[0], T) + self.h * dmh + cur * m.param_slope("r0_ohm", soc, T)
+            dv_dsoc = self.h * dmh + cur * m.param_slope("r0_ohm", soc, T)  # H[0] but dOCV/dsoc
             if m.kinetic:
                 i0 = m.table("i0_A", soc, T)
                 B = 2 * R_GAS * (T + KELVIN) / FARADAY
                 z = cur / (2 * i0)
-                v_pred += B * np.arcsinh(z)
+                rest += B * np.arcsinh(z)
                 dv_di += B / (2 * i0 * np.sqrt(1 + z**2))
                 # d(B·asinh z)/dsoc = B/sqrt(1 + z²) · dz/dI0 · dI0/dsoc, dz/dI0 = −z/I0
                 dv_dsoc -= B / np.sqrt(1 + z**2) * z / i0 * m.param_slope("i0_A", soc, T)
-            H = np.array([dv_dsoc, 1.0, 1.0, -dv_di])
-            y = v_mV * 1e-3 - v_pred
-            S = H @ P @ H + cfg["r_V"]
-            outlier = y * y > cfg["gate"] ** 2 * S
-            self.run_gated = self.run_gated + 1 if outlier else 0
-            if outlier and self.run_gated <= cfg["gate_run"]:
-                self.gated += 1
-            else:
+            # Iterated update (engine/ekf.py): OCV relinearised at soc_i until soc moves < 1e-4 or n linearisations.
+            soc_i, gated = x[0], False
+            for it in range(int(cfg.get("iterations", 1))):
+                H = np.array([m.slope("ocv_V", soc_i, T) + dv_dsoc, 1.0, 1.0, -dv_di])
+                y = v_mV * 1e-3 - rest - m.table("ocv_V", soc_i, T) - H[0] * (x[0] - soc_i)
+                S = H @ P @ H + cfg["r_V"]
+                if not it:
+                    outlier = y * y > cfg["gate"] ** 2 * S
+                    self.run_gated = self.run_gated + 1 if outlier else 0
+                    if outlier and self.run_gated <= cfg["gate_run"]:
+                        self.gated += 1
+                        gated = True
+                        break
+                soc_next = x[0] + (P @ H)[0] / S * y
+                if abs(soc_next - soc_i) < 1e-4:
+                    break
+                soc_i = soc_next
+            if not gated:
                 K = P @ H / S
                 x = x + K * y
                 A = np.eye(4) - np.outer(K, H)

@@ -148,7 +148,9 @@ def test_float32_board_tracks_float64_and_keeps_P_positive(drive: tuple[Path, li
             min_eig = min(min_eig, float(np.linalg.eigvalsh(P).min()))
     assert min_eig > 0
     assert np.all(np.abs(np.array(soc0) - truth[0]) > 0.19)  # starts 30 %, 20 % (clipped at 1), 30 % off ...
-    assert np.all(np.abs(board[300:, :, 0] - truth[300:]) < 0.01)  # ... within 1 % from 5 minutes of driving on
+    # ... within 2 % (issue 5's convergence band) from 5 minutes of driving on; the errors there are the filter's
+    # own σ (0.5-1 %), which starts that differ in the first update do not share.
+    assert np.all(np.abs(board[300:, :, 0] - truth[300:]) < 0.02)
     assert final["gated"] == [0, 0, 0]
 
 
@@ -248,3 +250,21 @@ print(json.dumps([settled, after, gated, ekf.gated(0)]))
     assert gated == [min(k + 1, run) for k in range(10)]  # gated the first gate_run times, then updates
     assert after > settled + 0.05  # pulled towards the higher voltage's SoC
     assert total == run + 1  # the lone spike after it is gated again
+
+
+def test_iterated_update_brings_wrong_starts_closer_in_one_sample() -> None:
+    """From starts 30 % low, 20 % high and 30 % low, one linearisation across that much of the OCV misjudges the
+    step; the shipped iterated update (relinearised until soc settles) ends the first sample nearer the truth."""
+    records, truth = simulate()
+    soc0 = [float(np.clip(truth[0, c] + d, 0, 1)) for c, d in enumerate((-0.3, 0.2, -0.3))]
+    model = RefModel(json.loads(MODEL.read_text()))
+    shipped = json.loads(CONFIG.read_text())
+    assert shipped["iterations"] > 1
+    t_ms, current_mA, volts, temps = records[0]
+    first_error = {}
+    for n in (1, shipped["iterations"]):
+        filters = [RefEkf(model, {**shipped, "iterations": n}, s) for s in soc0]
+        for c, f in enumerate(filters):
+            f.step(0.0, current_mA, volts[c], temps[c])
+        first_error[n] = max(abs(f.x[0] - truth[0, c]) for c, f in enumerate(filters))
+    assert first_error[shipped["iterations"]] < first_error[1] - 0.01

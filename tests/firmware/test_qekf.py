@@ -147,9 +147,18 @@ def board_model(name: str) -> Path:
     return REPO / "models" / "board" / f"{STEEP[name].cell}.json"
 
 
+def plain_config(directory: Path) -> Path:
+    """The shipped configuration with the plain (one-linearisation) update: the fixed-point filter has no iterated
+    one, and the float filter it is compared with must run the same equations."""
+    path = directory / "estimator_plain.json"
+    path.write_text(json.dumps({**json.loads(CONFIG.read_text()), "iterations": 1}))
+    return path
+
+
 def run_both(path: Path, model: Path, soc0: list[float]) -> tuple[np.ndarray, dict]:
     """BOTH over a stream: the trace [record, cell, (float soc, quantized soc)] and the final record."""
-    out = run_mpy(BOTH, args=[path, model, CONFIG, ",".join(map(repr, soc0))], timeout=120).splitlines()
+    config = plain_config(path.parent)
+    out = run_mpy(BOTH, args=[path, model, config, ",".join(map(repr, soc0))], timeout=120).splitlines()
     return np.array([json.loads(line) for line in out[:-1]]), json.loads(out[-1])
 
 
@@ -279,7 +288,8 @@ F20 = 2.0**20
 
 def run_checked(path: Path, model: Path, soc0: list[float], tmp_path: Path) -> dict:
     (tmp_path / "qekf_checked.py").write_text(checked_source())
-    out = json.loads(run_mpy(RANGE, args=[path, model, CONFIG, ",".join(map(repr, soc0)), tmp_path], timeout=120))
+    config = plain_config(tmp_path)
+    out = json.loads(run_mpy(RANGE, args=[path, model, config, ",".join(map(repr, soc0)), tmp_path], timeout=120))
     assert out["checked"] > 300 * out["steps"]  # every cell-step went through its few hundred checked operations
     return out
 
@@ -328,7 +338,7 @@ except OverflowError:
 
 
 def test_config_out_of_format_is_refused() -> None:
-    cfg = json.loads(CONFIG.read_text())
+    cfg = {**json.loads(CONFIG.read_text()), "iterations": 1}
     cfg["p0_soc"] = 0.2  # beyond p00's f32 operand range (0.125)
     out = run_mpy(f"""
 import json
@@ -340,3 +350,17 @@ except ValueError as e:
     print(e)
 """)
     assert "p0_soc" in out
+
+
+def test_iterated_update_is_refused_by_name() -> None:
+    cfg = {**json.loads(CONFIG.read_text()), "iterations": 3}
+    out = run_mpy(f"""
+import json
+from engine import cellmodel
+from engine.qekf import QSocEkf
+try:
+    QSocEkf(cellmodel.load({str(MODEL)!r}), 1, json.loads({json.dumps(json.dumps(cfg))}))
+except ValueError as e:
+    print(e)
+""")
+    assert "no iterated update (iterations 3)" in out

@@ -158,7 +158,8 @@ print(json.dumps([make(2).fusion is not None, make(2, period_ms=100).fusion is n
 
 def test_step_allocation(tmp_path: Path) -> None:
     """What one 16-cell sample allocates (floats are heap objects here): the filters' float results (ekf.py states
-    ~9 KB per cell-step on this 64-bit port; fusion and SoH add theirs) and export() a few floats per value."""
+    ~9 KB per cell-step on this 64-bit port, and ~1.3 KB more per extra linearisation of its iterated update, which
+    this sample's innovation keeps asking for; fusion and SoH add theirs) and export() a few floats per value."""
     r = mpy(tmp_path, """
 sox = make(16)
 est = Estimate(16)
@@ -181,7 +182,7 @@ for k in range(1, 21):
 print(json.dumps({"step": max(step_bytes), "export": max(export_bytes)}))
 """, heap_kb=1024)  # the collector is held off over each step
     print(f"bytes per 16-cell sample: step {r['step']}, export {r['export']}")
-    assert r["step"] <= 16 * 16000
+    assert r["step"] <= 16 * 17000
     assert r["export"] <= 16 * 3 * 6 * 32  # a few 32-byte floats per value
 
 

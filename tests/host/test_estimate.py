@@ -271,15 +271,19 @@ while r.read():
 """
 
 
-def test_matches_the_board_ekf_in_float64(tmp_path: Path, drive: tuple[list[Record], np.ndarray]) -> None:
+@pytest.mark.parametrize("iterations", [1, 4])
+def test_matches_the_board_ekf_in_float64(tmp_path: Path, drive: tuple[list[Record], np.ndarray],
+                                          iterations: int) -> None:
     """Same stream, tables and configuration: the board's EKF with float64 state against this filterpy one, from the
-    30 % wrong start. The board holds its tables in float32, so the host gets the float32 values too."""
+    30 % wrong start, with the plain and the iterated update. The board holds its tables in float32, so the host gets
+    the float32 values too."""
+    cfg = {**CFG, "iterations": iterations}
     records, truth = drive
     records = records[:900]
     doc = board_model(load_cell(PANASONIC))
     model_path, config_path, stream = tmp_path / "model.json", tmp_path / "estimator.json", tmp_path / "in.sxs"
     model_path.write_text(json.dumps(doc))
-    config_path.write_text(json.dumps(CFG))
+    config_path.write_text(json.dumps(cfg))
     with open(stream, "wb") as f:
         writer = SampleWriter(f, N_CELLS)
         for record in records:
@@ -290,6 +294,6 @@ def test_matches_the_board_ekf_in_float64(tmp_path: Path, drive: tuple[list[Reco
     float32 = {key: None if value is None else np.array(value, np.float32).tolist()
                for key, value in doc.items() if key in ("ocv_V", "r0_ohm", "r1_ohm", "r2_ohm", "c1_F", "c2_F",
                                                         "i0_A", "hyst_V", "dudt_V_per_K")}
-    ours = run_ekf(cellmodel.from_dict(doc | float32), CFG, records, soc0)
+    ours = run_ekf(cellmodel.from_dict(doc | float32), cfg, records, soc0)
     np.testing.assert_allclose(ours.soc, np.clip(board_x[..., 0], 0.0, 1.0), rtol=0, atol=1e-9)
     np.testing.assert_allclose(ours.bias_A, board_x[..., 3], rtol=0, atol=1e-9)

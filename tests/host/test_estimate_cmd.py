@@ -34,10 +34,11 @@ BOOTS = ((1, 0.7, 200), (2, 0.5, 100))  # boot id, the cells' initial SoC, sampl
 HEAP_KB = 256  # as tests/hil/test_e2e_sox.py: room for the estimators beside the link
 COLUMN = {name: i for i, name in enumerate(HEADER + ESTIMATE_HEADER)}
 BOUND_PCT = 0.05  # board (float32, 0.01 % units on the wire) vs host (float64) EKF, same starts
-# After a mid-run start (a gap, a window) the host's RC voltages and current bias start from 0 under load, and the
-# SoC offset this leaves decays slowly where the OCV is flat (measured: 0.21 % after a 10-sample gap); the issue's
-# board-vs-host bound.
-MID_RUN_BOUND_PCT = 0.5
+# After a mid-run start (a gap, a window) the host's RC voltages, hysteresis state and current bias start from 0 under
+# load, which the board's do not, and the SoC offset this leaves decays slowly where the OCV is flat, the more so the
+# less the filter trusts the voltage: measured 0.21 % with r_V = (20 mV)², 0.35 % with (40 mV)², 0.65-0.71 % with the
+# shipped (80 mV)². Not issue 5's board-vs-host condition (the same start); 1 % bounds it.
+MID_RUN_BOUND_PCT = 1.0
 
 
 @pytest.fixture(scope="module")
