@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hil import bench_ablation
 from hil.bench_heap import heap_min_with_estimators
 from hil.harness import environment_versions
 from hil.physics.ecm import R0
@@ -140,6 +141,9 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
     scored_real = [real] if real is not None else []
     print("  bench soc: heap bisection, 16 cells with estimators", file=sys.stderr, flush=True)
     heap_min = heap_min_with_estimators(state / "heap", samples=60 if quick else 300)
+    print("  bench soc: multisensor ablation (hil.bench_ablation)", file=sys.stderr, flush=True)
+    ablation = bench_ablation.run(state / "ablation", quick)
+    print(bench_ablation.table(ablation), file=sys.stderr, flush=True)
     # The SoC bounds are over fresh cells: the aged run is scored apart (the board assumes the model file's capacity).
     warm = [r for r in rows if r["ambient_C"] >= 20 and r["true_soh_mean"] > 0.99]
     cold = [r for r in rows if r["ambient_C"] < 5]
@@ -166,6 +170,7 @@ def run(out: Path | None, quick: bool, state: Path) -> dict[str, Any]:
                                           default=None),
         "soh_r0_err_pct": max((r["soh"]["r0_err_pct_max"] for r in rows if "soh" in r), default=None),
         "heap_min_bytes": heap_min,
+        "multisensor_ablation": ablation,
         "real_us06": real if real is not None else f"{REAL_US06} not found",
         "scenarios": rows,
         "versions": environment_versions(),

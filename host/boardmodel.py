@@ -7,7 +7,11 @@ rig does); a table on a narrower temperature grid is evaluated at the extra temp
 its edges (hil.physics.ecm): resistances x exp(Ea/R·(1/T_K − 1/T_edge_K)), I0 x exp(−Ea_i0/R·(…)), OCV +
 dOCV/dT·(T − T_edge), capacitances held. Values are written with 7 significant digits (float32 holds about 7).
 
+Beside the JSON (the readable source) goes its binary companion, <name>.bin (format: firmware/engine/cellmodel.py),
+which the board reads straight into its arrays instead of parsing the JSON (models/board/README.md, memory).
+
     python -m host.boardmodel models/cells/<name>.json models/board/<name>.json
+    python -m host.boardmodel --binary models/board/<name>.json      (the companion of an existing board model)
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,12 @@ from hil.physics.params import CellParams, SocTable, Table, load
 
 FORMAT = "soxbms-cell/1"
 SIGNIFICANT_DIGITS = 7
+# The binary companion (firmware/engine/cellmodel.py BINARY_*).
+BINARY_MAGIC = b"SXCM"
+BINARY_VERSION = 1
+BINARY_HEADER = "<4sHHHHHHII"
+FLAG_I0 = 1
+TS_TABLES = ("ocv_V", "r0_ohm", "r1_ohm", "c1_F", "r2_ohm", "c2_F")
 
 
 def _round(values: np.ndarray) -> Any:
@@ -105,14 +117,63 @@ def convert(cell_path: Path, board_path: Path) -> dict[str, Any]:
     return doc
 
 
+def binary_path(board_path: Path) -> Path:
+    return board_path.with_suffix(".bin")
+
+
+def binary_model(board_json: bytes) -> bytes:
+    """The binary companion of a board model file's bytes: its numbers as the board stores them (grids and scalars
+    float64, tables float32), the file's CRC-32 (the board refuses a companion of another file) and a CRC-32."""
+    doc = json.loads(board_json)
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"board model format {doc.get('format')!r}, expected {FORMAT!r}")
+    soc = np.asarray(doc["soc"], dtype=float)
+    temps = np.asarray(doc["temp_C"], dtype=float)
+    kinetic = doc["i0_A"] is not None
+    keys = [*TS_TABLES, "i0_A"] if kinetic else list(TS_TABLES)
+    tables = [np.asarray(doc[key], dtype=float) for key in keys]
+    for key, table in zip(keys, tables, strict=True):
+        if table.shape != (temps.size, soc.size):
+            raise ValueError(f"{key}: shape {table.shape}, expected ({temps.size}, {soc.size})")
+    name = doc["name"].encode()
+    scalars = [doc["capacity_Ah"], doc["coulombic_efficiency"], doc["hyst_rate_per_As"],
+               doc["resistance_ea_J_per_mol"], doc["i0_ea_J_per_mol"] if kinetic else 0.0]
+    payload = b"".join([
+        name, np.asarray(scalars, dtype="<f8").tobytes(), soc.astype("<f8").tobytes(), temps.astype("<f8").tobytes(),
+        *(table.astype("<f4").tobytes() for table in tables),
+        np.asarray(doc["hyst_V"], dtype="<f4").tobytes(), np.asarray(doc["dudt_V_per_K"], dtype="<f4").tobytes()])
+    header = struct.pack(BINARY_HEADER, BINARY_MAGIC, BINARY_VERSION, FLAG_I0 if kinetic else 0, soc.size,
+                         temps.size, len(name), 0, zlib.crc32(board_json), len(payload))
+    return header + payload + struct.pack("<I", zlib.crc32(header + payload))
+
+
+def write_binary(board_path: Path) -> Path:
+    """Write the binary companion of the board model file at board_path beside it (<name>.bin)."""
+    out = binary_path(board_path)
+    out.write_bytes(binary_model(board_path.read_bytes()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m host.boardmodel", description=__doc__.splitlines()[0])
-    parser.add_argument("cell_file", type=Path, help="models/cells/<name>.json")
-    parser.add_argument("board_file", type=Path, help="models/board/<name>.json")
+    parser.add_argument("--binary", action="store_true",
+                        help="only write the binary companion of an existing board model file (the one argument)")
+    parser.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                        help="models/cells/<name>.json models/board/<name>.json (with --binary: the board file)")
     args = parser.parse_args(argv)
-    doc = convert(args.cell_file, args.board_file)
-    print(f"{args.board_file}: {len(doc['soc'])} SoC x {len(doc['temp_C'])} temperatures"
-          f"{'' if doc['i0_A'] is None else ', charge-transfer element'}")
+    if args.binary:
+        if len(args.files) != 1:
+            parser.error("--binary takes one board model file")
+        print(f"{write_binary(args.files[0])}: binary companion of {args.files[0]}")
+        return
+    if len(args.files) != 2:
+        parser.error("expected a cell file and a board model file")
+    cell_file, board_file = args.files
+    doc = convert(cell_file, board_file)
+    write_binary(board_file)
+    print(f"{board_file}: {len(doc['soc'])} SoC x {len(doc['temp_C'])} temperatures"
+          f"{'' if doc['i0_A'] is None else ', charge-transfer element'}, and its binary companion "
+          f"{binary_path(board_file).name}")
 
 
 if __name__ == "__main__":

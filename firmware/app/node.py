@@ -46,8 +46,9 @@ class Node:
         self.hal = hal
         self.wdt = watchdog
         self.log = log
-        # The estimators first: loading their files makes the largest transient of the start (the cell
-        # model's JSON), best met by an empty heap; what stays is then allocated below the rest.
+        # The estimators first: loading their files makes the largest transients of the start (the safety
+        # limits' JSON, ~19 KB as Python objects; the cell model's JSON, ~50 KB, where it has no binary
+        # companion), best met by an empty heap; what stays is then allocated below the rest.
         self.sox = self._make_sox(cfg)
         gc.collect()
         self.device = cfg["device_id"]

@@ -11,8 +11,12 @@
 # sample, so the walk is 0 or 1 step) and is shared by all tables; the temperature-dependent factors are cached per
 # cell and recomputed only when the cell's temperature reading (0.1 °C) changes.
 
+import binascii
 import json
 import math
+import os
+import struct
+import sys
 from array import array
 
 GAS_CONSTANT_J_PER_MOLK = 8.314462618
@@ -21,10 +25,24 @@ KELVIN = 273.15
 FORMAT = "soxbms-cell/1"
 # Per-temperature tables in one array each, [i_temp * S + i_soc].
 TS_TABLES = ("ocv_V", "r0_ohm", "r1_ohm", "c1_F", "r2_ohm", "c2_F")
-
-
-def _f32(values):
-    return array("f", values)
+# Binary companion "<name>.bin" of a "<name>.json" (host/boardmodel.py write_binary): the same numbers read straight
+# into their arrays, without the JSON document's Python floats (~50 KB for a 121-point model on the 64-bit port).
+# Little-endian:
+#   header  <4sHHHHHHII  magic "SXCM", version, flags (bit 0: I0 table), n_soc, n_temp, name bytes, 0,
+#                        CRC-32 of the JSON file it was made from, payload bytes
+#   payload name (UTF-8); f64 capacity_Ah, coulombic_efficiency, hyst_rate_per_As, resistance_ea_J_per_mol,
+#           i0_ea_J_per_mol (0 without I0); f64 soc[S], temp_C[T]; f32 ocv_V, r0_ohm, r1_ohm, c1_F, r2_ohm, c2_F
+#           (then i0_A) each [T * S]; f32 hyst_V[S], dudt_V_per_K[S]
+#   u32     CRC-32 of header and payload
+# The f64 values are the JSON's numbers, the f32 tables the JSON's rounded to float32 as the JSON path stores them:
+# a model read from either file is the same, bit for bit.
+BINARY_MAGIC = b"SXCM"
+BINARY_VERSION = 1
+BINARY_HEADER = "<4sHHHHHHII"
+BINARY_HEADER_BYTES = 24
+BINARY_SCALARS = 5
+FLAG_I0 = 1
+_CHUNK_BYTES = 256  # files are CRC-checked in pieces of this size
 
 
 def _ascending(values, what):
@@ -34,56 +52,165 @@ def _ascending(values, what):
 
 
 class CellModel:
-    """The tables of one cell type, shared by all cells of a board."""
+    """The tables of one cell type, shared by all cells of a board. Made by from_doc() (the JSON document) or
+    read() (the binary companion): scalars and grids here, then the tables (float32 arrays) by the maker."""
 
-    def __init__(self, doc):
-        if doc.get("format") != FORMAT:
-            raise ValueError("model format %r, expected %r" % (doc.get("format"), FORMAT))
-        self.name = doc["name"]
-        self.capacity_As = float(doc["capacity_Ah"]) * 3600.0
-        self.efficiency = float(doc["coulombic_efficiency"])
-        self.hyst_rate_per_As = float(doc["hyst_rate_per_As"])
-        self.ea_over_R = float(doc["resistance_ea_J_per_mol"]) / GAS_CONSTANT_J_PER_MOLK
-        soc = [float(v) for v in doc["soc"]]
-        temps = [float(v) for v in doc["temp_C"]]
-        if len(soc) < 2 or not temps:
+    def __init__(self, name, capacity_Ah, efficiency, hyst_rate_per_As, ea_J_per_mol, soc, temps):
+        """soc, temps: the SoC and temperature grids (sequences of numbers)."""
+        self.name = name
+        self.capacity_As = float(capacity_Ah) * 3600.0
+        self.efficiency = float(efficiency)
+        self.hyst_rate_per_As = float(hyst_rate_per_As)
+        self.ea_over_R = float(ea_J_per_mol) / GAS_CONSTANT_J_PER_MOLK
+        soc = tuple(float(v) for v in soc)
+        temps = tuple(float(v) for v in temps)
+        n_soc = len(soc)
+        if n_soc < 2 or not temps:
             raise ValueError("model needs >= 2 SoC points and >= 1 temperature")
         _ascending(soc, "soc")
         _ascending(temps, "temp_C")
-        n_soc = len(soc)
         self.n_soc = n_soc
-        # Grid and inverse spacing as tuples of Python floats: reading them allocates nothing.
-        self.soc = tuple(soc)
-        self.inv_dsoc = tuple(1.0 / (soc[i + 1] - soc[i]) for i in range(n_soc - 1))
-        self.temp_C = tuple(temps)
+        self.n_temp = len(temps)
+        # Grid and inverse spacing as tuples of Python floats: reading them allocates nothing (an array("d") would
+        # take a fifth of the grid's 5 KB here, but make a float per read). Equal spacings share one float object (a
+        # 121-point grid has about 12 distinct ones; a float is a 32-byte heap object on the 64-bit port).
+        self.soc = soc
+        shared = {}
+        inv = [None] * (n_soc - 1)
+        for i in range(n_soc - 1):
+            v = 1.0 / (soc[i + 1] - soc[i])
+            inv[i] = shared.setdefault(v, v)
+        self.inv_dsoc = tuple(inv)
+        self.temp_C = temps
         self.inv_dtemp = tuple(1.0 / (temps[i + 1] - temps[i]) for i in range(len(temps) - 1))
-        tables = [self._table(doc, key, len(temps)) for key in TS_TABLES]
-        self.ocv, self.r0, self.r1, self.c1, self.r2, self.c2 = tables
-        self.hyst = self._row(doc["hyst_V"], "hyst_V")
-        self.dudt = self._row(doc["dudt_V_per_K"], "dudt_V_per_K")
-        self.kinetic = doc.get("i0_A") is not None
-        if self.kinetic:
-            self.i0 = self._table(doc, "i0_A", len(temps))
-            self.i0_ea_over_R = float(doc["i0_ea_J_per_mol"]) / GAS_CONSTANT_J_PER_MOLK
+        self.ocv = self.r0 = self.r1 = self.c1 = self.r2 = self.c2 = self.hyst = self.dudt = None
+        self.kinetic = False
+        self.i0 = None
+        self.i0_ea_over_R = 0.0
 
-    def _row(self, values, what):
-        if len(values) != self.n_soc:
-            raise ValueError("%s: %d values, expected %d" % (what, len(values), self.n_soc))
-        return _f32(values)
+    def set_i0(self, table, ea_J_per_mol):
+        """The charge-transfer element: I0 table [T * S] (A) and its activation energy."""
+        self.kinetic = True
+        self.i0 = table
+        self.i0_ea_over_R = float(ea_J_per_mol) / GAS_CONSTANT_J_PER_MOLK
 
-    def _table(self, doc, key, n_temps):
-        rows = doc[key]
-        if len(rows) != n_temps:
-            raise ValueError("%s: %d rows, expected one per temperature (%d)" % (key, len(rows), n_temps))
-        out = array("f")
-        for row in rows:
-            out.extend(self._row(row, key))
-        return out
+
+# --- the JSON document ------------------------------------------------------------------------------
+
+
+def _check_row(values, what, n_soc):
+    if len(values) != n_soc:
+        raise ValueError("%s: %d values, expected %d" % (what, len(values), n_soc))
+    return values
+
+
+def _table(doc, key, model):
+    """The [T][S] rows of doc[key] in one array [i_temp * S + i_soc], filled in place (no array per row)."""
+    rows = doc[key]
+    n_soc = model.n_soc
+    if len(rows) != model.n_temp:
+        raise ValueError("%s: %d rows, expected one per temperature (%d)" % (key, len(rows), model.n_temp))
+    out = array("f", bytes(4 * model.n_temp * n_soc))
+    for t in range(model.n_temp):
+        row = _check_row(rows[t], key, n_soc)
+        for i in range(n_soc):
+            out[t * n_soc + i] = row[i]
+    return out
+
+
+def from_doc(doc):
+    """CellModel of a "soxbms-cell/1" document (json.load of models/board/<name>.json). Each key is read once
+    (engine/sox.py lets each value go as it is read)."""
+    if doc.get("format") != FORMAT:
+        raise ValueError("model format %r, expected %r" % (doc.get("format"), FORMAT))
+    model = CellModel(doc["name"], doc["capacity_Ah"], doc["coulombic_efficiency"], doc["hyst_rate_per_As"],
+                      doc["resistance_ea_J_per_mol"], doc["soc"], doc["temp_C"])
+    tables = [_table(doc, key, model) for key in TS_TABLES]
+    model.ocv, model.r0, model.r1, model.c1, model.r2, model.c2 = tables
+    model.hyst = array("f", _check_row(doc["hyst_V"], "hyst_V", model.n_soc))
+    model.dudt = array("f", _check_row(doc["dudt_V_per_K"], "dudt_V_per_K", model.n_soc))
+    if doc.get("i0_A") is not None:
+        model.set_i0(_table(doc, "i0_A", model), doc["i0_ea_J_per_mol"])
+    return model
 
 
 def load(path):
     with open(path) as f:
-        return CellModel(json.load(f))
+        return from_doc(json.load(f))
+
+
+# --- the binary companion ---------------------------------------------------------------------------
+
+
+def binary_payload_bytes(n_name, n_soc, n_temp, kinetic):
+    """Payload bytes of a companion with a name of n_name bytes on an n_soc x n_temp grid."""
+    return n_name + 8 * (BINARY_SCALARS + n_soc + n_temp) + 4 * ((7 if kinetic else 6) * n_temp * n_soc + 2 * n_soc)
+
+
+def _file_crc(path):
+    """CRC-32 of the file at path, read in small pieces."""
+    crc = 0
+    chunk = bytearray(_CHUNK_BYTES)
+    view = memoryview(chunk)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(chunk)
+            if not n:
+                return crc
+            crc = binascii.crc32(view[:n], crc)
+
+
+def read(path, source=None):
+    """CellModel of a binary companion (format above). source: the JSON file it must have been made from (its
+    CRC-32 is checked; None: not checked). ValueError naming the file for another format or version, a size that
+    does not match the header (truncated), a CRC mismatch (damaged) or another source; OSError when unreadable."""
+    with open(path, "rb") as f:
+        head = f.read(BINARY_HEADER_BYTES)
+        if len(head) < BINARY_HEADER_BYTES or head[:4] != BINARY_MAGIC:
+            raise ValueError("%s: not a binary cell model (no %r header)" % (path, BINARY_MAGIC))
+        _, version, flags, n_soc, n_temp, n_name, _, source_crc, n_payload = struct.unpack(BINARY_HEADER, head)
+        if version != BINARY_VERSION or sys.byteorder != "little":
+            raise ValueError("%s: binary cell model version %d, this board reads version %d (%s-endian)" % (
+                path, version, BINARY_VERSION, sys.byteorder))
+        kinetic = flags & FLAG_I0
+        size = BINARY_HEADER_BYTES + binary_payload_bytes(n_name, n_soc, n_temp, kinetic) + 4
+        found = os.stat(path)[6]
+        if found != size or BINARY_HEADER_BYTES + n_payload + 4 != size:
+            raise ValueError("%s: %d bytes, expected %d for %d SoC x %d temperatures (truncated?)" % (
+                path, found, size, n_soc, n_temp))
+        # The CRC-32 of data followed by its own CRC-32 is this constant.
+        if _file_crc(path) != 0x2144DF1C:
+            raise ValueError("%s: CRC mismatch (damaged)" % path)
+        if source is not None and _file_crc(source) != source_crc:
+            raise ValueError("%s was made from another %s: write it again with python -m host.boardmodel "
+                             "--binary %s" % (path, source, source))
+        name = str(f.read(n_name), "utf-8")
+        scalars = array("d", bytes(8 * BINARY_SCALARS))
+        soc = array("d", bytes(8 * n_soc))
+        temps = array("d", bytes(8 * n_temp))
+        for buf in (scalars, soc, temps):
+            f.readinto(buf)
+        # The arrays are made from zero images, one per size made before them all, so that the arrays lie next to
+        # each other and the images leave one gap, not one beside every array.
+        table_zeros = bytes(4 * n_temp * n_soc)
+        row_zeros = bytes(4 * n_soc)
+        tables = [array("f", table_zeros) for _ in range(7 if kinetic else 6)]
+        hyst = array("f", row_zeros)
+        dudt = array("f", row_zeros)
+        for buf in tables:
+            f.readinto(buf)
+        f.readinto(hyst)
+        f.readinto(dudt)
+    try:
+        model = CellModel(name, scalars[0], scalars[1], scalars[2], scalars[3], soc, temps)
+    except ValueError as e:
+        raise ValueError("%s: %s" % (path, e)) from None
+    model.ocv, model.r0, model.r1, model.c1, model.r2, model.c2 = tables[:6]
+    model.hyst = hyst
+    model.dudt = dudt
+    if kinetic:
+        model.set_i0(tables[6], scalars[4])
+    return model
 
 
 class Lookup:

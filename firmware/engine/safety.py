@@ -163,6 +163,15 @@ def load_limits(path):
 # --- the monitor ------------------------------------------------------------------------------------
 
 
+def _ints(n, value):
+    """array("i") of n values, made without a list of n Python ints (twice the array's size) at start."""
+    out = array("i", bytes(4 * n))
+    if value:
+        for i in range(n):
+            out[i] = value
+    return out
+
+
 class SafetyMonitor:
     def __init__(self, n_cells, sample_period_ms, limits):
         """limits: parse_limits() output. sample_period_ms sizes the dT/dt window in samples; the rate
@@ -171,10 +180,10 @@ class SafetyMonitor:
         self.level = OK  # the pack's level: the highest of all findings
         self.levels = bytearray(N_CHECKS * n_cells)  # [check * n_cells + cell]
         slots = N_CHECKS * n_cells
-        self._thr = array("i", [0] * (3 * N_CHECKS))  # [check * 3 + k], in "high" orientation
-        self._hyst = array("i", [0] * N_CHECKS)
-        self._debounce = array("i", [0] * N_CHECKS)
-        self._release = array("i", [0] * N_CHECKS)
+        self._thr = _ints(3 * N_CHECKS, 0)  # [check * 3 + k], in "high" orientation
+        self._hyst = _ints(N_CHECKS, 0)
+        self._debounce = _ints(N_CHECKS, 0)
+        self._release = _ints(N_CHECKS, 0)
         for check in range(N_CHECKS):
             got = limits["checks"][CHECK_NAMES[check]]
             sign = -1 if check in LOW_CHECKS else 1
@@ -183,24 +192,24 @@ class SafetyMonitor:
             self._hyst[check] = got["hysteresis"]
             self._debounce[check] = got["debounce_ms"]
             self._release[check] = got["release_ms"]
-        self._onset = array("i", [-1] * (3 * slots))  # ms beyond threshold k (capped), -1: inside
-        self._clear = array("i", [-1] * slots)  # ms back inside the level by the margin (capped), -1: not
+        self._onset = _ints(3 * slots, -1)  # ms beyond threshold k (capped), -1: inside
+        self._clear = _ints(slots, -1)  # ms back inside the level by the margin (capped), -1: not
         self._charge_detect_mA = limits["charge_detect_mA"]
         # dT/dt: the temperature W samples ago against the present one, W = window / period.
         self._w = max(1, limits["temp_rate_window_ms"] // sample_period_ms)
         if self._w > _RATE_WINDOW_MAX:
             raise LimitsError("temp_rate_window_ms / sample_period_ms = %d samples, at most %d"
                               % (self._w, _RATE_WINDOW_MAX))
-        self._t_ring = array("i", [ABSENT] * (n_cells * self._w))  # [cell * W + pos]
-        self._dt_ring = array("i", [0] * self._w)  # sample intervals in the window
+        self._t_ring = _ints(n_cells * self._w, ABSENT)  # [cell * W + pos]
+        self._dt_ring = _ints(self._w, 0)  # sample intervals in the window
         self._span_ms = 0  # their sum: t(now) - t(W samples ago)
         self._pos = 0
         # Pressure baseline: mean of the first `samples` present readings per cell (0 samples: the
         # baseline stays 0, absolute pressure).
         self._p_samples = limits["pressure_baseline_samples"]
-        self._p_sum = array("i", [0] * n_cells)
-        self._p_n = array("i", [0] * n_cells)
-        self._p_base = array("i", [0] * n_cells)
+        self._p_sum = _ints(n_cells, 0)
+        self._p_n = _ints(n_cells, 0)
+        self._p_base = _ints(n_cells, 0)
         self._started = False
         self._t_prev = 0
         self._dt = 0

@@ -10,16 +10,22 @@
 # Per sample, step(): the NN's features (all cells), the pack current into EKF and SoH, then per cell the
 # EKF step, the fusion update, the SoH step; then the safety monitor (allocation-free). Allocation: only the float
 # filters' results (floats are heap objects) and a few floats per value in export(); the rest is preallocated.
-# Measured on the 64-bit unix port, code from .mpy, 16 cells: 180 KB per sample for EKF + SoH + SoS, 228 KB with
-# the NN fused (11 and 14 KB per cell; about half on a 32-bit board), all of it short-lived garbage.
+# Measured on the 64-bit unix port, 16 cells: 223 KB per sample for EKF + SoH + SoS, 255 KB with the NN fused (14
+# and 16 KB per cell; about half on a 32-bit board), all of it short-lived garbage.
+# Heap that stays (64-bit unix port, code from .mpy, 16 cells, fused; models/board/README.md, the memory): the code,
+# ~38 KB with wire and frame, ~8 KB more for the NN; the objects ~25 KB (safety monitor 6.3, cell model 12, EKF
+# 1.9, SoH 1.9, NN 3.4). The cell model comes from its binary companion when there is one (no JSON document on
+# the heap, which took ~50 KB as Python floats), and each file's garbage is collected before the objects that stay
+# are made (first fit puts them in the holes it left, not between later garbage).
 
 import gc
 import json
+import os
 from array import array
 
 from engine import cellmodel
 from engine.ekf import DEFAULT_TEMP_DC, SocEkf
-from engine.safety import N_CHECKS, SafetyMonitor, parse_limits
+from engine.safety import SafetyMonitor, parse_limits
 from engine.sample import ESTIMATE_FIELDS
 from engine.soh import SohTracker
 from soxcommon import wire
@@ -61,7 +67,33 @@ class _Consumed(dict):
 def _cell_model(doc):
     consumed = _Consumed(doc)
     doc.clear()  # the values now live in `consumed` alone
-    return cellmodel.CellModel(consumed)
+    return cellmodel.from_doc(consumed)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _load_cell_model(path):
+    """The cell model at path: a binary one (".bin"), or a JSON one (".json") read from its binary companion
+    <name>.bin when there is one (checked against the JSON it was made from), else from the JSON itself."""
+    binary = path
+    source = None
+    if path.endswith(".json"):
+        binary = path[:-5] + ".bin"
+        source = path
+        if not _exists(binary):
+            return _load("cell model", path, _cell_model)
+    try:
+        return cellmodel.read(binary, source)
+    except OSError as e:
+        raise SoxError("cannot read cell model %s: %s" % (binary, e)) from None
+    except ValueError as e:  # names the file
+        raise SoxError("cell model %s" % e) from None
 
 
 def _bp(x, hi):
@@ -80,20 +112,22 @@ class Sox:
         (models/nn/soc_mlp.board.json, read only when the config fuses it for this cell), safety limits
         (safety.json). SoxError names the file of any problem."""
         self.n_cells = n_cells
-        # Order for a small heap: the safety monitor's arrays before the cell model's file, the largest transient
-        # (its JSON as Python floats), whose garbage is collected before the filters are made.
+        # For a small heap the objects that stay must lie packed, not between the files' transients (a JSON document
+        # as Python objects): each file is read, its garbage collected, then what stays is made, from the lowest
+        # free block up (first fit). The safety limits' JSON (~19 KB as Python objects) goes first.
         cfg = _load("estimator config", estimator_path, dict)
         limits = _load("safety limits", safety_path, lambda doc: parse_limits(doc, safety_path))
+        gc.collect()
         self.safety = SafetyMonitor(n_cells, sample_period_ms, limits)
         del limits
-        model = _load("cell model", cell_model_path, _cell_model)
+        gc.collect()
+        model = _load_cell_model(cell_model_path)
         gc.collect()
         try:
             self.ekf = SocEkf(model, n_cells, cfg)
         except ValueError as e:
             raise SoxError("%s: %s" % (estimator_path, e)) from None
         self.model = model
-        self.lookup = cellmodel.Lookup(model, 1)  # the OCV start's own, one cell's cache serving them in turn
         self.soh_tracker = SohTracker(self.ekf)
         self.nn = None
         self.fusion = None
@@ -101,7 +135,9 @@ class Sox:
             from engine.fusion import NnSoc, SocFusion
             from engine.nn import Mlp
 
+            gc.collect()
             mlp = _load("NN model", nn_path, Mlp)
+            gc.collect()
             try:
                 self.nn = NnSoc(mlp, n_cells, cfg["nn_capacity_mAh"], cfg["nn_sigma"])
                 self.fusion = SocFusion(self.ekf, self.nn, cfg["fusion"])
@@ -111,7 +147,6 @@ class Sox:
         self.started = bytearray(n_cells)
         self._volts = array("i", [ABSENT] * n_cells)
         self._temps = array("i", [ABSENT] * n_cells)
-        self._findings = array("i", [0] * (N_CHECKS * n_cells))
 
     # --- per sample --------------------------------------------------------------------------------
 
@@ -145,8 +180,10 @@ class Sox:
         self.safety.update(sample)
 
     def _start(self, cell, v_mV, temp_dC, current_mA):
-        lk = self.lookup
-        lk.params(0, 0.5, DEFAULT_TEMP_DC if temp_dC == ABSENT else temp_dC)
+        # The EKF's own lookup: its cell's step right after this one looks the cell up afresh (a lookup's results do
+        # not depend on the cell's previous segment or temperature, only how long the search takes).
+        lk = self.ekf.lookup
+        lk.params(cell, 0.5, DEFAULT_TEMP_DC if temp_dC == ABSENT else temp_dC)
         target_V = v_mV * 0.001
         if current_mA != ABSENT:
             target_V -= lk.r0 * current_mA * 0.001
@@ -154,7 +191,7 @@ class Sox:
         hi = 1.0
         for _ in range(OCV_BISECTIONS):  # OCV ascends in SoC
             mid = 0.5 * (lo + hi)
-            lk.ocv_at(0, mid)
+            lk.ocv_at(cell, mid)
             if lk.ocv < target_V:
                 lo = mid
             else:
@@ -187,13 +224,15 @@ class Sox:
     def sos_reasons(self, out):
         """Write the reason codes (wire.reason) of the findings above ok into out (at most len(out)), highest
         level first, then in check and cell order; returns their count."""
-        found = self._findings
-        n_found = self.safety.findings(found)
+        levels = self.safety.levels  # [check * n_cells + cell]
+        n = self.n_cells
         k = 0
         for level in (3, 2, 1):
-            for i in range(n_found):
-                if found[i] & 3 == level and k < len(out):
-                    out[k] = found[i]
+            for i in range(len(levels)):
+                if levels[i] == level:
+                    if k == len(out):
+                        return k
+                    out[k] = wire.reason(i // n, i % n, level)
                     k += 1
         return k
 

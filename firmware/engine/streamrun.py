@@ -1,9 +1,9 @@
 # Board runner: the SoC estimator driven by a recorded sample stream (soxcommon/stream.py), no broker, no rig.
 #
 #   micropython -X heapsize=160k firmware/engine/streamrun.py STREAM MODEL CONFIG OUT SOC0 [MODE NN_MODEL]
-#                                                              [--state PATH]
+#                                                              [--state PATH] [--multisensor CAL MEASUREMENTS AGE_H]
 #
-# STREAM: SXS1 input; MODEL: board cell model (models/board/<name>.json); CONFIG: estimator configuration
+# STREAM: SXS1 or SXS2 input; MODEL: board cell model (models/board/<name>.json); CONFIG: estimator configuration
 # (models/board/estimator.json); OUT: SXE1 output, one record per input record; SOC0: initial SoC per cell (CSV), or
 # "ocv": each cell from its first voltage reading (engine/socstate.ocv_start; not in mode "nn");
 # MODE: "ekf" (default), "nn" (the neural estimator alone) or "fused" (EKF and NN as CONFIG's "fusion" says, see
@@ -11,6 +11,10 @@
 # --state PATH: persistence (engine/socstate.py, EKF modes): start from the state saved at PATH when it is valid
 # (widened by the policy's staleness), else from SOC0; save by the policy (SavePolicy), printing {"saved_t_ms": t}
 # after each save. A restarted board simply sees new samples: the caller feeds it the stream from where it stopped.
+# --multisensor CAL MEASUREMENTS AGE_H (EKF modes): the extra measurements (engine/multisensor.py) with the calibration
+# file CAL, MEASUREMENTS a comma-separated subset of pressure,strain,tof ("none": the calibration loaded, nothing used),
+# AGE_H the calibration's age at the first record (hours; it ages with the stream's time), each applied after the
+# cell's voltage update from the stream's extra channels (an SXS1 stream has none).
 # dt is the time since the previous record (0 for the first). Prints one JSON line at the end:
 #   {"records", "ekf_step_us_median", "ekf_step_us_p99" (per cell-step, time.ticks_us), "gated" (all cells),
 #    "bytes_per_step" (heap bytes per cell-step, gc.mem_alloc deltas), "gc_us_per_step" (collections, per record)}
@@ -21,6 +25,8 @@
 # with the NN: "nn_step_us_median", "nn_step_us_p99" (inference, the fusion update and the cell's share of the
 # sample's feature update), "nn_bytes_per_step"; "fused": also "nn_gated" (NN measurements gated, all cells); "nn"
 # has no EKF keys.
+# With --multisensor: "ms_step_us_median", "ms_step_us_p99", "ms_bytes_per_step" (the cell's extra updates),
+# "ms_used" and "ms_gated" (per measurement name, all cells: updates applied, readings gated).
 # With the EKF, per cell at the end: "soh_capacity_Ah", "soh_capacity_sigma_Ah", "soh_capacity_pairs", "soh_r0_ohm",
 # "soh_r0_sigma_ohm", and the capacity prior's "soh_capacity_prior_sigma_Ah" (engine/soh.py, stepped after each
 # cell-step outside its timing; every new capacity estimate becomes the EKF's Q for that cell).
@@ -36,7 +42,8 @@ import time
 from array import array
 
 # Step times per cell-step go to a histogram of BIN_US-wide bins (the last one collects everything slower), so a
-# scenario of any length runs in a fixed heap.
+# scenario of any length runs in a fixed heap. Made from zero bytes, not a list of zeros: the list would be a 16 KB
+# temporary on this port (8 KB on a board) next to the 8 KB array, at the 160 KB heap's tightest moment.
 BIN_US = 0.25
 N_BINS = 2048
 
@@ -101,11 +108,13 @@ class _Persistence:
                         "save_us_max": self.us_max, "save_alloc_bytes_max": self.bytes_max})
 
 
-def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=None, policy=None):
+def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=None, policy=None,
+        multisensor=None, measurements=(), calibration_age_h=0.0):
     """Run the estimator over the stream file `stream`, write `out`; returns (and prints) the summary dict.
     soc0: initial SoC per cell, or None for the OCV start (EKF modes); mode: "ekf", "nn" or "fused"; nn_model: path
     of the NN board model (for "nn" and "fused"); state_path: persistence (EKF modes) with `policy`
-    (engine.socstate.SavePolicy; None: its defaults)."""
+    (engine.socstate.SavePolicy; None: its defaults); multisensor: path of a calibration file (EKF modes) whose
+    `measurements` (names of engine.multisensor.MEASUREMENTS) are used, calibration_age_h old at the first record."""
     from engine import cellmodel
     from engine.ekf import SocEkf
     from engine.soh import SohTracker
@@ -113,8 +122,8 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
 
     if mode not in ("ekf", "nn", "fused"):
         raise ValueError("mode must be ekf, nn or fused")
-    if mode == "nn" and (soc0 is None or state_path is not None):
-        raise ValueError("the OCV start and persistence need the EKF (mode ekf or fused)")
+    if mode == "nn" and (soc0 is None or state_path is not None or multisensor is not None):
+        raise ValueError("the OCV start, persistence and extra measurements need the EKF (mode ekf or fused)")
     with open(config) as f:
         cfg = json.load(f)
     cell_model = cellmodel.load(model)
@@ -131,10 +140,16 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
         n = reader.n_cells
         if soc0 is not None and len(soc0) != n:
             raise ValueError("%d initial SoC values for %d cells" % (len(soc0), n))
-        ekf = nn = fusion = soh = persist = None
+        ekf = nn = fusion = soh = persist = ms = ms_hist = None
         if mode != "nn":
             ekf = SocEkf(cell_model, n, cfg)
             soh = SohTracker(ekf)
+        if multisensor is not None:
+            from engine.multisensor import MultiSensor
+            from engine.multisensor import load as load_calibration
+
+            ms = MultiSensor(ekf, load_calibration(multisensor), measurements, calibration_age_h)
+            ms_hist = array("I", bytes(4 * N_BINS))
         if mlp is not None:
             from engine.fusion import NnSoc, SocFusion
 
@@ -143,8 +158,8 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
                 fusion = SocFusion(ekf, nn, cfg["fusion"])
         estimator = fusion or ekf or nn
         writer = EstimateWriter(fout, n)
-        hist = array("I", [0] * N_BINS)  # the EKF's cell-steps
-        nn_hist = array("I", [0] * N_BINS) if nn is not None else None
+        hist = array("I", bytes(4 * N_BINS))  # the EKF's cell-steps
+        nn_hist = array("I", bytes(4 * N_BINS)) if nn is not None else None
         start_soc = array("f", [0.0] * n)
         start_sigma = array("f", [0.0] * n)
         # After the large arrays, so that the load's short-lived objects do not split the heap under them.
@@ -156,8 +171,12 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
         records = 0
         total_bytes = 0
         nn_bytes = 0
+        ms_bytes = 0
         gc_us = 0
-        reserve = 8192
+        # Free heap a cell-step needs with the collector held off (below it, collect first): then twice the last
+        # step's; before any, above the most one was measured to take (~17 KB on this 64-bit port: the iterated
+        # update's first linearisations and the NN).
+        reserve = 32768
         prev_ms = None
         while reader.read():
             t_ms = reader.t_ms
@@ -190,6 +209,8 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
             if ekf is not None:
                 ekf.set_current(reader.current_mA)
                 soh.set_current(dt_s)
+            if ms is not None:
+                ms.advance(dt_s)
             for cell in range(n):
                 if gc.mem_free() < reserve:
                     t0 = time.ticks_us()
@@ -202,6 +223,12 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
                     ekf.step_cell(cell, dt_s, volts[cell], temps[cell])
                 t1 = time.ticks_us()
                 m1 = gc.mem_alloc()
+                tm = t1
+                mm = m1
+                if ms is not None:
+                    ms.step_cell(cell, reader.extra)
+                    tm = time.ticks_us()
+                    mm = gc.mem_alloc()
                 if fusion is not None:
                     fusion.step_cell(cell)
                 elif nn is not None:
@@ -214,10 +241,13 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
                     ekf.set_capacity_Ah(cell, soh.capacity_Ah(cell))
                 if ekf is not None:
                     hist[_bin(time.ticks_diff(t1, t0))] += 1
+                if ms_hist is not None:
+                    ms_hist[_bin(time.ticks_diff(tm, t1))] += 1
                 if nn_hist is not None:
-                    nn_hist[_bin(time.ticks_diff(t2, t1) + share_us)] += 1
+                    nn_hist[_bin(time.ticks_diff(t2, tm) + share_us)] += 1
                 total_bytes += m1 - m0
-                nn_bytes += m2 - m1
+                ms_bytes += mm - m1
+                nn_bytes += m2 - mm
                 reserve = 2 * (m2 - m0) + 4096
             records += 1
             if persist is not None:
@@ -248,21 +278,37 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
         summary["nn_bytes_per_step"] = nn_bytes / steps if steps else 0
     if fusion is not None:
         summary["nn_gated"] = sum(fusion.n_gated)
+    if ms is not None:
+        from engine.multisensor import MEASUREMENTS
+
+        summary["ms_step_us_median"] = _percentile_us(ms_hist, steps, 0.5)
+        summary["ms_step_us_p99"] = _percentile_us(ms_hist, steps, 0.99)
+        summary["ms_bytes_per_step"] = ms_bytes / steps if steps else 0
+        summary["ms_used"] = {name: sum(ms.n_used[m * n:(m + 1) * n]) for m, name in enumerate(MEASUREMENTS)}
+        summary["ms_gated"] = {name: sum(ms.n_gated[m * n:(m + 1) * n]) for m, name in enumerate(MEASUREMENTS)}
     print(json.dumps(summary))
     return summary
 
 
 def main(argv):
-    state_path = None
+    state_path = calibration = None
+    measurements = ()
+    age_h = 0.0
+    if len(argv) > 4 and argv[-4] == "--multisensor":
+        calibration = argv[-3]
+        measurements = () if argv[-2] == "none" else tuple(argv[-2].split(","))
+        age_h = float(argv[-1])
+        argv = argv[:-4]
     if len(argv) > 2 and argv[-2] == "--state":
         state_path = argv[-1]
         argv = argv[:-2]
     if len(argv) not in (6, 8):
-        print("usage: streamrun.py STREAM MODEL CONFIG OUT SOC0_CSV|ocv [MODE NN_MODEL] [--state PATH]")
+        print("usage: streamrun.py STREAM MODEL CONFIG OUT SOC0_CSV|ocv [MODE NN_MODEL] [--state PATH] "
+              "[--multisensor CAL pressure,strain,tof|none AGE_H]")
         sys.exit(2)
     mode, nn_model = (argv[6], argv[7]) if len(argv) == 8 else ("ekf", None)
     soc0 = None if argv[5] == "ocv" else [float(v) for v in argv[5].split(",")]
-    run(argv[1], argv[2], argv[3], argv[4], soc0, mode, nn_model, state_path)
+    run(argv[1], argv[2], argv[3], argv[4], soc0, mode, nn_model, state_path, None, calibration, measurements, age_h)
 
 
 if __name__ == "__main__":

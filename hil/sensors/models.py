@@ -299,6 +299,7 @@ class SensorSuite:
         self._x = np.empty(len(CELL_CHANNELS) * n_cells + 1)
         self._x_cells = self._x[:-1].reshape(len(CELL_CHANNELS), n_cells)
         self._bank = self._make_bank(np.random.default_rng(read_seq))
+        self.last: Readings | None = None  # the last read()'s readings, with the channels not on the wire
 
     def _make_bank(self, rng: np.random.Generator) -> ImperfectChannels:
         n = self.n_cells
@@ -389,8 +390,9 @@ class SensorSuite:
         values, present = self._bank.sample(self._x, self.t_s / 3600.0)
         cells = values[:-1].reshape(len(CELL_CHANNELS), self.n_cells)
         cells_present = present[:-1].reshape(len(CELL_CHANNELS), self.n_cells)
-        return Readings(
+        self.last = Readings(
             current_mA=int(values[-1]) if present[-1] else None,
             voltage_mV=cells[0], temp_dC=cells[1], pressure_Pa=cells[2], tof_ns=cells[3], amplitude_bp=cells[4],
             fbg_pm=cells[5], fbg_ref_pm=cells[6], gas_ppm=cells[7],
             present=dict(zip(CELL_FIELDS, cells_present, strict=True)))
+        return self.last

@@ -145,6 +145,43 @@ except SoxError as e:
     assert message.format(path=bad) in r, r
 
 
+def test_the_cell_model_is_read_from_its_binary_companion(tmp_path: Path) -> None:
+    """A board model with its companion <name>.bin beside it is read from that (engine/cellmodel.py read(): no JSON
+    document on the heap), which must have been made from that JSON; without one the JSON itself is read; a config
+    may name the companion alone."""
+    board = MODELS / "board"
+    cases = {}
+    for case, files in {"both": ("json", "bin"), "json only": ("json",), "bin only": ("bin",),
+                        "stale": ("json", "bin"), "damaged": ("json", "bin")}.items():
+        folder = tmp_path / case.replace(" ", "_")
+        folder.mkdir()
+        for suffix in files:
+            data = (board / f"chen2020_spme_fit.{suffix}").read_bytes()
+            if case == "stale" and suffix == "json":
+                data = data.replace(b'"coulombic_efficiency":0.999', b'"coulombic_efficiency":0.998')
+            if case == "damaged" and suffix == "bin":
+                data = data[:-1]
+            (folder / f"cell.{suffix}").write_bytes(data)
+        cases[case] = str(folder / ("cell.bin" if files == ("bin",) else "cell.json"))
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    r = mpy(tmp_path, """
+out = {}
+for case, path in json.load(open(sys.argv[1].replace("files.json", "cases.json"))).items():
+    try:
+        sox = make(2, cell_model=path)
+        out[case] = [sox.model.name, sox.model.n_soc, sox.fusion is not None]
+    except SoxError as e:
+        out[case] = str(e)
+print(json.dumps(out))
+""")
+    for case in ("both", "json only", "bin only"):
+        assert r[case] == ["chen2020_spme_fit", 121, True], (case, r[case])
+    stale = tmp_path / "stale" / "cell"
+    assert r["stale"].startswith(f"cell model {stale}.bin was made from another {stale}.json"), r["stale"]
+    damaged = tmp_path / "damaged" / "cell.bin"
+    assert r["damaged"].startswith(f"cell model {damaged}: {len(damaged.read_bytes())} bytes, expected"), r["damaged"]
+
+
 def test_nn_only_for_its_cell_type_and_period(tmp_path: Path) -> None:
     """The NN's features count 1 s samples: no fusion at another period, nor for another cell type (whose NN file
     is then not even read)."""
