@@ -46,6 +46,45 @@ CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "
 ITERATION_TOL_SOC = 1e-4  # an iterated update stops when soc moves less between linearisations
 
 
+def soc_measurement(x, P, cell, b, nu, var, gate2, gate_run, run_gated, n_gated, u):
+    """A scalar measurement of b·soc (plus terms the state does not hold) on a SocEkf's x and P, with innovation nu
+    and variance var: gated as the voltage is (counted in n_gated[u], at most gate_run samples in a row in
+    run_gated[u]), else K = g/S with g = P·Hᵀ = b·P[:, 0], S = b·g0 + var, x += K·nu and P in Joseph form, expanded
+    on the upper triangle. True when applied. The NN's SoC (engine/fusion.py) and the extra sensors
+    (engine/multisensor.py) measure the cell this way."""
+    i = 4 * cell
+    j = 10 * cell
+    g0 = b * P[j]
+    g1 = b * P[j + 1]
+    g2 = b * P[j + 2]
+    g3 = b * P[j + 3]
+    S = b * g0 + var
+    outlier = nu * nu > gate2 * S
+    run_gated[u] = run_gated[u] + 1 if outlier else 0
+    if outlier and run_gated[u] <= gate_run:
+        n_gated[u] += 1
+        return False
+    k0 = g0 / S
+    k1 = g1 / S
+    k2 = g2 / S
+    k3 = g3 / S
+    x[i] += k0 * nu
+    x[i + 1] += k1 * nu
+    x[i + 2] += k2 * nu
+    x[i + 3] += k3 * nu
+    P[j] += (S * k0 - 2.0 * g0) * k0
+    P[j + 1] += S * k0 * k1 - k0 * g1 - g0 * k1
+    P[j + 2] += S * k0 * k2 - k0 * g2 - g0 * k2
+    P[j + 3] += S * k0 * k3 - k0 * g3 - g0 * k3
+    P[j + 4] += (S * k1 - 2.0 * g1) * k1
+    P[j + 5] += S * k1 * k2 - k1 * g2 - g1 * k2
+    P[j + 6] += S * k1 * k3 - k1 * g3 - g1 * k3
+    P[j + 7] += (S * k2 - 2.0 * g2) * k2
+    P[j + 8] += S * k2 * k3 - k2 * g3 - g2 * k3
+    P[j + 9] += (S * k3 - 2.0 * g3) * k3
+    return True
+
+
 def iterations(cfg):
     """The configuration's "iterations" of the update (optional; 1, the default, is the plain EKF)."""
     n = cfg.get("iterations", 1)

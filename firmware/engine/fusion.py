@@ -12,6 +12,7 @@
 
 from array import array
 
+from engine.ekf import soc_measurement
 from soxcommon.socfeatures import N_FEATURES, SocFeatures
 
 UNIT_SCALE = 10000  # engine.nn.Mlp.value: SoC in 1e-4
@@ -84,40 +85,9 @@ class SocFusion:
         if not self.nn.step_cell(cell) or not self.measurement:
             return
         ekf = self.ekf
-        x = ekf.x
-        P = ekf.P
-        i = 4 * cell
-        j = 10 * cell
-        g0 = P[j]  # g = P·Hᵀ, the first column of P
-        g1 = P[j + 1]
-        g2 = P[j + 2]
-        g3 = P[j + 3]
-        S = g0 + self.nn_var
-        y = self.nn.value[cell] / UNIT_SCALE - x[i]
-        outlier = y * y > ekf.gate2 * S
-        self.run_gated[cell] = self.run_gated[cell] + 1 if outlier else 0
-        if outlier and self.run_gated[cell] <= ekf.gate_run:
-            self.n_gated[cell] += 1
-            return
-        k0 = g0 / S
-        k1 = g1 / S
-        k2 = g2 / S
-        k3 = g3 / S
-        x[i] += k0 * y
-        x[i + 1] += k1 * y
-        x[i + 2] += k2 * y
-        x[i + 3] += k3 * y
-        # Joseph form, expanded as in SocEkf: P_ij − K_i·g_j − g_i·K_j + S·K_i·K_j (upper triangle)
-        P[j] = g0 + (S * k0 - 2.0 * g0) * k0
-        P[j + 1] = g1 + S * k0 * k1 - k0 * g1 - g0 * k1
-        P[j + 2] = g2 + S * k0 * k2 - k0 * g2 - g0 * k2
-        P[j + 3] = g3 + S * k0 * k3 - k0 * g3 - g0 * k3
-        P[j + 4] += (S * k1 - 2.0 * g1) * k1
-        P[j + 5] += S * k1 * k2 - k1 * g2 - g1 * k2
-        P[j + 6] += S * k1 * k3 - k1 * g3 - g1 * k3
-        P[j + 7] += (S * k2 - 2.0 * g2) * k2
-        P[j + 8] += S * k2 * k3 - k2 * g3 - g2 * k3
-        P[j + 9] += (S * k3 - 2.0 * g3) * k3
+        nu = self.nn.value[cell] / UNIT_SCALE - ekf.x[4 * cell]
+        soc_measurement(ekf.x, ekf.P, cell, 1.0, nu, self.nn_var, ekf.gate2, ekf.gate_run, self.run_gated,
+                        self.n_gated, cell)
 
     def soc(self, cell):
         soc = self.ekf.soc(cell)

@@ -26,6 +26,7 @@
 import json
 from array import array
 
+from engine.ekf import soc_measurement
 from soxcommon.frame import ABSENT
 from soxcommon.stream import EXTRA_CHANNELS
 
@@ -133,42 +134,12 @@ class MultiSensor:
     def _update(self, m, cell, y, dT_K):
         ekf = self.ekf
         x = ekf.x
-        P = ekf.P
-        i = 4 * cell
-        j = 10 * cell
         u = m * self.n_cells + cell
         k = u * N_COEF
         coef = self.coef
         b = coef[k + 1]
-        nu = y - (coef[k] + b * x[i] + coef[k + 2] * dT_K)
-        g0 = b * P[j]
-        g1 = b * P[j + 1]
-        g2 = b * P[j + 2]
-        g3 = b * P[j + 3]
+        nu = y - (coef[k] + b * x[4 * cell] + coef[k + 2] * dT_K)
         s = coef[k + 4]
-        S = b * g0 + coef[k + 3] + s * s * self.drift_scale
-        outlier = nu * nu > self.gate2 * S
-        self.run_gated[u] = self.run_gated[u] + 1 if outlier else 0
-        if outlier and self.run_gated[u] <= self.gate_run:
-            self.n_gated[u] += 1
-            return
-        self.n_used[u] += 1
-        k0 = g0 / S
-        k1 = g1 / S
-        k2 = g2 / S
-        k3 = g3 / S
-        x[i] += k0 * nu
-        x[i + 1] += k1 * nu
-        x[i + 2] += k2 * nu
-        x[i + 3] += k3 * nu
-        # Joseph form, expanded as in SocEkf: P_ij − K_i·g_j − g_i·K_j + S·K_i·K_j (upper triangle)
-        P[j] += (S * k0 - 2.0 * g0) * k0
-        P[j + 1] += S * k0 * k1 - k0 * g1 - g0 * k1
-        P[j + 2] += S * k0 * k2 - k0 * g2 - g0 * k2
-        P[j + 3] += S * k0 * k3 - k0 * g3 - g0 * k3
-        P[j + 4] += (S * k1 - 2.0 * g1) * k1
-        P[j + 5] += S * k1 * k2 - k1 * g2 - g1 * k2
-        P[j + 6] += S * k1 * k3 - k1 * g3 - g1 * k3
-        P[j + 7] += (S * k2 - 2.0 * g2) * k2
-        P[j + 8] += S * k2 * k3 - k2 * g3 - g2 * k3
-        P[j + 9] += (S * k3 - 2.0 * g3) * k3
+        if soc_measurement(x, ekf.P, cell, b, nu, coef[k + 3] + s * s * self.drift_scale, self.gate2, self.gate_run,
+                           self.run_gated, self.n_gated, u):
+            self.n_used[u] += 1

@@ -7,6 +7,14 @@ import json
 import os
 
 
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 class NvState:
     def __init__(self, path, defaults):
         self.path = path

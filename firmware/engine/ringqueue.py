@@ -19,6 +19,7 @@
 import binascii
 import os
 
+from engine.nvstate import exists
 from engine.sample import ESTIMATE_FIELDS, MAX_REASONS
 from soxcommon.frame import ABSENT, CELL_FIELDS, get_i32, get_u16, get_u32, put_i32, put_u16, put_u32
 
@@ -39,14 +40,6 @@ def slot_bytes(n_cells):
 
 def slot_bytes_v1(n_cells):
     return _words_bytes(n_cells) + 4
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class RingQueue:
@@ -78,7 +71,7 @@ class RingQueue:
     def _open(self):
         hdr = bytearray(HEADER_BYTES)
         fresh = True
-        if _exists(self._path):
+        if exists(self._path):
             self._f = open(self._path, "r+b")
             if self._f.readinto(hdr) == HEADER_BYTES and get_u32(hdr, 8) == self.capacity:
                 if get_u32(hdr, 0) == MAGIC_V1 and get_u32(hdr, 4) == slot_bytes_v1(self.n_cells):

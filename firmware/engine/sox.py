@@ -20,11 +20,11 @@
 
 import gc
 import json
-import os
 from array import array
 
 from engine import cellmodel
 from engine.ekf import DEFAULT_TEMP_DC, SocEkf
+from engine.nvstate import exists
 from engine.safety import SafetyMonitor, parse_limits
 from engine.sample import ESTIMATE_FIELDS
 from engine.soh import SohTracker
@@ -70,14 +70,6 @@ def _cell_model(doc):
     return cellmodel.from_doc(consumed)
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def _load_cell_model(path):
     """The cell model at path: a binary one (".bin"), or a JSON one (".json") read from its binary companion
     <name>.bin when there is one (checked against the JSON it was made from), else from the JSON itself."""
@@ -86,7 +78,7 @@ def _load_cell_model(path):
     if path.endswith(".json"):
         binary = path[:-5] + ".bin"
         source = path
-        if not _exists(binary):
+        if not exists(binary):
             return _load("cell model", path, _cell_model)
     try:
         return cellmodel.read(binary, source)
