@@ -361,3 +361,31 @@ class Lookup:
             dudt = model.dudt
             a = dudt[self._k]
             self.ocv += (a + (dudt[self._k + 1] - a) * self._u) * self._dtemp
+
+    def soc_at(self, cell, target_V, branch=0.0):
+        """The SoC s where OCV(s) + branch·M(s) = target_V (branch: +1 the charge branch, −1 the discharge branch, 0 the
+        OCV), at the cell's temperature (from self.params): exact on the piecewise-linear tables, by bisection over
+        the grid points then the segment's line; held at the grid's ends."""
+        grid = self.model.soc
+        hyst = self.model.hyst
+        lo = 0
+        hi = len(grid) - 1
+        self.ocv_at(cell, grid[lo])
+        v_lo = self.ocv + branch * hyst[lo]
+        if target_V <= v_lo:
+            return grid[lo]
+        self.ocv_at(cell, grid[hi])
+        v_hi = self.ocv + branch * hyst[hi]
+        if target_V >= v_hi:
+            return grid[hi]
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            self.ocv_at(cell, grid[mid])
+            v = self.ocv + branch * hyst[mid]
+            if v <= target_V:
+                lo = mid
+                v_lo = v
+            else:
+                hi = mid
+                v_hi = v
+        return grid[lo] + (target_V - v_lo) / (v_hi - v_lo) * (grid[hi] - grid[lo])

@@ -212,35 +212,6 @@ class SavePolicy:
             P[j + 7] += p0_v  # v2
 
 
-def soc_at_voltage(lookup, cell, target_V, branch):
-    """The SoC s where OCV(s) + branch·M(s) = target_V (branch: +1 the charge branch, −1 the discharge branch, 0 the
-    OCV), at the cell's temperature (from lookup.params): exact on the piecewise-linear tables, by bisection over
-    the grid points then the segment's line; held at the grid's ends."""
-    grid = lookup.model.soc
-    hyst = lookup.model.hyst
-    lo = 0
-    hi = len(grid) - 1
-    lookup.ocv_at(cell, grid[lo])
-    v_lo = lookup.ocv + branch * hyst[lo]
-    if target_V <= v_lo:
-        return grid[lo]
-    lookup.ocv_at(cell, grid[hi])
-    v_hi = lookup.ocv + branch * hyst[hi]
-    if target_V >= v_hi:
-        return grid[hi]
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        lookup.ocv_at(cell, grid[mid])
-        v = lookup.ocv + branch * hyst[mid]
-        if v <= target_V:
-            lo = mid
-            v_lo = v
-        else:
-            hi = mid
-            v_hi = v
-    return grid[lo] + (target_V - v_lo) / (v_hi - v_lo) * (grid[hi] - grid[lo])
-
-
 def ocv_start(ekf, cell, v_mV, temp_dC):
     """Start the cell from its voltage reading (see the header) at the pack current of ekf.set_current; returns the
     start's SoC variance. No voltage reading: the knowledge-free start of ekf.reset (0.5, p0_soc)."""
@@ -261,8 +232,8 @@ def ocv_start(ekf, cell, v_mV, temp_dC):
             drop += lk.b_V * math.log(z + math.sqrt(z * z + 1.0))  # asinh
         rc = (lk.r1 + lk.r2) * cur
         u = v_mV * 0.001 - drop - 0.5 * rc
-        s_lo = soc_at_voltage(lk, cell, u, 1.0)
-        s_hi = soc_at_voltage(lk, cell, u, -1.0)
+        s_lo = lk.soc_at(cell, u, 1.0)
+        s_hi = lk.soc_at(cell, u, -1.0)
         soc = 0.5 * (s_lo + s_hi)
     lk.params(cell, soc, ekf.temp_dC[cell])
     lk.ocv_at(cell, soc)
@@ -270,7 +241,7 @@ def ocv_start(ekf, cell, v_mV, temp_dC):
     h = (u - ocv) / lk.m if lk.m > 0.0 else 0.0
     h = -1.0 if h < -1.0 else 1.0 if h > 1.0 else h
     sigma_V = math.sqrt(OCV_SIGMA_V * OCV_SIGMA_V + rc * rc / 12.0 + (R_REL_SIGMA * drop) ** 2)
-    secant = soc_at_voltage(lk, cell, ocv + sigma_V, 0.0) - soc_at_voltage(lk, cell, ocv - sigma_V, 0.0)
+    secant = lk.soc_at(cell, ocv + sigma_V, 0.0) - lk.soc_at(cell, ocv - sigma_V, 0.0)
     var = (s_hi - s_lo) ** 2 / 12.0 + 0.25 * secant * secant
     if var > p0_soc:
         var = p0_soc

@@ -44,7 +44,6 @@ CAP_MIN_SWING = 0.1  # SoC change per pair
 REST_A = 0.05  # |pack current| below this is rest (C/60 for a 3 Ah cell; the shunt's offset is 10 mA)
 REST_S = 900.0  # a rest this long reads the OCV: τ2 = R2·C2 is up to ~4 min in the board model
 OCV_SIGMA_V = 0.005  # one rest's OCV reading: relaxation left, hysteresis model, sensor offset/gain differences
-OCV_BISECTIONS = 20
 CAP_FORGET = 0.99  # λ per pair: about 100 pairs (10 full-equivalent cycles) of memory
 CURRENT_GAIN_SIGMA = 0.005  # current-sensor gain error (hil/sensors/ranges.json: shunt after calibration)
 R_MIN_STEP_A = 1.0
@@ -159,18 +158,9 @@ class SohTracker:
         lk = self.ekf.lookup
         x = self.ekf.x
         # OCV = V − M·h − v1 − v2 (the RC states nearly relaxed; the EKF's estimate of the remainder), inverted on
-        # the table by bisection (OCV ascends in SoC), at the cell's temperature.
+        # the table at the cell's temperature.
         target_V = v_mV * 0.001 - lk.m * self.ekf.h[cell] - x[4 * cell + 1] - x[4 * cell + 2]
-        lo = 0.0
-        hi = 1.0
-        for _ in range(OCV_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            lk.ocv_at(cell, mid)
-            if lk.ocv < target_V:
-                lo = mid
-            else:
-                hi = mid
-        soc_ocv = 0.5 * (lo + hi)
+        soc_ocv = lk.soc_at(cell, target_V)
         lk.ocv_at(cell, soc_ocv)
         var_soc = (OCV_SIGMA_V / lk.docv) ** 2 if lk.docv > 0.0 else 1.0
         if self.anchor_var[cell] < 0.0:

@@ -3,7 +3,7 @@
 # cell model (engine/fusion.py), the SoH tracker (engine/soh.py) whose capacity estimates become the EKF's Q,
 # and the pack's state of safety (engine/safety.py). MicroPython and CPython subset.
 #
-# Start: a cell starts at its first delivered voltage, from the OCV table inverted by bisection at
+# Start: a cell starts at its first delivered voltage, from the OCV table inverted (Lookup.soc_at) at
 #   OCV(soc0, T) = V - R0(0.5, T) * I        (hysteresis and RC voltages taken as 0: a pack at rest)
 # with the EKF's initial covariance; its estimates are absent until then. A saved state (a later slice)
 # will replace this start when it is valid.
@@ -31,7 +31,6 @@ from engine.soh import SohTracker
 from soxcommon import wire
 from soxcommon.frame import ABSENT, CELL_FIELDS
 
-OCV_BISECTIONS = 20  # 1e-6 of SoC
 NN_PERIOD_MS = 1000  # soxcommon/socfeatures.py: its filters count samples of 1 s
 _SOC_MAX_BP = wire.ESTIMATE_QUANTITIES[0][5]
 _SIGMA_MAX_BP = wire.ESTIMATE_QUANTITIES[1][5]
@@ -179,16 +178,7 @@ class Sox:
         target_V = v_mV * 0.001
         if current_mA != ABSENT:
             target_V -= lk.r0 * current_mA * 0.001
-        lo = 0.0
-        hi = 1.0
-        for _ in range(OCV_BISECTIONS):  # OCV ascends in SoC
-            mid = 0.5 * (lo + hi)
-            lk.ocv_at(cell, mid)
-            if lk.ocv < target_V:
-                lo = mid
-            else:
-                hi = mid
-        soc0 = 0.5 * (lo + hi)
+        soc0 = lk.soc_at(cell, target_V)
         self.ekf.reset(cell, soc0)
         if self.nn is not None:
             self.nn.reset(cell, soc0)
