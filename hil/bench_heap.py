@@ -1,6 +1,7 @@
-"""The board's smallest heap with its estimators on: 16 cells estimated (SoC EKF fused with the NN, SoH, state of
-safety), MQTT and the flash queue, code from .mpy, on a rig module of the cell type the shipped NN was trained for
-(the largest configuration: the fusion's code and the NN model load only for that cell). By bisection as in
+"""The board's smallest heap with its estimators on: 16 cells estimated as the shipped configuration says
+(models/board/estimator.json: the SoC EKF, fused with the NN when its "fusion" is not "none"; SoH, state of safety),
+MQTT and the flash queue, code from .mpy, on a rig module of the cell type the NN was trained for (the fusion's code
+and the NN model load only for that cell, so a fusing configuration is measured at its largest). By bisection as in
 `bench link` (hil.bench_link.heap_min_kb); a heap survives when every sample is stored with its estimates, the
 board having said "estimation on" (a board that could not load its estimators runs on without them)."""
 
@@ -16,7 +17,7 @@ from hil.profiles import Table, us06
 from hil.simulated import SimulatedModule
 from host.store import open_store
 
-CELL = "chen2020_spme_fit"  # models/board/ and models/cells/: the NN's cell type (models/board/estimator.json)
+CELL = "chen2020_spme_fit"  # models/board/ and models/cells/: the NN's cell type (estimator.json's "nn_cell")
 CELLS = 16
 
 

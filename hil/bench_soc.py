@@ -5,7 +5,8 @@ board would get, sensor errors drawn per cell, and the truth), and every estimat
 same wrong start (hil.soc_eval: board EKF, NN and fused under MicroPython, host filterpy EKF, coulomb counting).
 The real US06 recording is replayed as `soxbms hil replay` samples it (hil.replay, one sample a second) and
 evaluated as `soxbms hil replay --estimate` does (soc_eval.evaluate_log).
-The SoC bounds are on the shipped estimator ("shipped_estimator": board_fused when the configuration has "fusion").
+The SoC bounds are on the shipped estimator ("shipped_estimator": board_fused when the configuration fuses, else
+board_ekf).
 The board runs the one shipped configuration, models/board/estimator.json, with the board model made from the
 scenario's cell file (models/board/<cell>.json); nothing is tuned per scenario."""
 

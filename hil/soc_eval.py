@@ -5,7 +5,9 @@ The recording's samples go to a sample stream file (soxcommon.stream), and every
 from the same wrong start:
 - board EKF: firmware/engine/streamrun.py under MicroPython (-X heapsize=160k, code from the .mpy build),
 - board NN and board fused: the same runner in modes "nn" and "fused" (engine/fusion.py; the NN of
-  models/nn/soc_mlp.board.json, fused only on the cell type it was trained for, configuration "nn_cell"),
+  models/nn/soc_mlp.board.json, fused only on the cell type it was trained for, configuration "nn_cell"); when the
+  shipped configuration does not fuse ("fusion": "none"), board fused runs it with BEST_FUSION, the fusion variant
+  hil.fusion_select ranked best, so that the candidate not shipped is still measured,
 - host EKF: the float64 filterpy reference (host.estimate.reference), which also gives the board-vs-host gap,
 - coulomb counting: the reported current from the same start, with the model file's capacity.
 The board runs the one shipped configuration, models/board/estimator.json; nothing is tuned per recording.
@@ -48,6 +50,7 @@ HEAP_KB = 160
 BOARD_TIMEOUT_S = 1800
 POLL_S = 0.25  # how often a board run's progress is read off its output file
 SOH_SCORED_BELOW = 0.99  # recordings whose truth starts below this SoH score the SoH tracker
+BEST_FUSION = "ensemble"  # python -m hil.fusion_select: the best fusion variant (models/board/README.md)
 ESTIMATORS = ("coulomb", "board_ekf", "board_nn", "board_fused", "host_ekf")  # the order of the table
 BOARD_MODES = {"board_ekf": "ekf", "board_nn": "nn", "board_fused": "fused"}  # engine/streamrun.py's modes
 OUT_SUFFIX = {"ekf": "", "nn": ".nn", "fused": ".fused"}  # the board's output file: NAME{suffix}.sxe
@@ -169,8 +172,18 @@ def _stage(progress: Progress | None, label: str) -> Iterator[Callable[[int], No
 
 
 def shipped_estimator(config: dict[str, Any]) -> str:
-    """The estimator the shipped configuration runs on the board: fused when it has "fusion", else the EKF."""
-    return "board_fused" if "fusion" in config else "board_ekf"
+    """The estimator the shipped configuration runs on the board: fused when its "fusion" is not "none"."""
+    return "board_ekf" if config.get("fusion", "none") == "none" else "board_fused"
+
+
+def fused_config(work: Path) -> Path:
+    """The configuration board fused runs: the shipped one, or the shipped one with BEST_FUSION when it has none."""
+    config = json.loads(SHIPPED_CONFIG.read_text())
+    if shipped_estimator(config) == "board_fused":
+        return SHIPPED_CONFIG
+    path = work / "estimator.fused.json"
+    path.write_text(json.dumps(config | {"fusion": BEST_FUSION}))
+    return path
 
 
 def evaluate(name: str, rec: Recording, model_path: Path, work: Path, soc0: FloatArray | None = None,
@@ -185,8 +198,9 @@ def evaluate(name: str, rec: Recording, model_path: Path, work: Path, soc0: Floa
     estimates: dict[str, FloatArray] = {}
     for estimator, mode in BOARD_MODES.items():
         out = work / f"{name}{OUT_SUFFIX[mode]}.sxe"
+        config = fused_config(work) if mode == "fused" else SHIPPED_CONFIG
         with _stage(progress, estimator) as show:
-            summaries[mode] = run_board(stream, model_path, out, soc0, mode, on_record=show)
+            summaries[mode] = run_board(stream, model_path, out, soc0, mode, config, on_record=show)
         estimates[estimator] = read_estimates(out).soc
     with _stage(progress, "host_ekf") as show:
         host = reference_ekf.run_ekf(model, json.loads(SHIPPED_CONFIG.read_text()), _counted(rec.records, show),

@@ -1,7 +1,8 @@
 # The neural SoC estimator per cell (soxcommon.socfeatures -> engine.nn) and its fusion with the EKF
 # (engine.ekf.SocEkf, through its public state x and P). MicroPython and CPython subset.
 #
-# Fusion variants (estimator configuration key "fusion"; models/board/README.md says which one ships and why):
+# Fusion variants (estimator configuration key "fusion"; "none" runs the EKF alone and loads no NN; models/board/
+# README.md says which one ships and why):
 #   "nn_measurement"  the NN's SoC z is one more scalar measurement of the EKF's soc, after the voltage update:
 #                     H = [1, 0, 0, 0], y = z − soc, S = P00 + nn_sigma², gated as the voltage is (y² > gate²·S
 #                     skipped and counted, at most gate_run samples in a row), K = P·Hᵀ/S, Joseph form

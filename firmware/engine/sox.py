@@ -1,7 +1,8 @@
 # The board's estimators for n cells, assembled as shipped (models/board/README.md): per cell the SoC EKF
-# (engine/ekf.py), fused with the neural estimator when the estimator config's "nn_cell" names this board's
-# cell model (engine/fusion.py), the SoH tracker (engine/soh.py) whose capacity estimates become the EKF's Q,
-# and the pack's state of safety (engine/safety.py). MicroPython and CPython subset.
+# (engine/ekf.py), fused with the neural estimator when the estimator config has a "fusion" other than "none" and
+# its "nn_cell" names this board's cell model (engine/fusion.py; the shipped config has "none"), the SoH tracker
+# (engine/soh.py) whose capacity estimates become the EKF's Q, and the pack's state of safety (engine/safety.py).
+# MicroPython and CPython subset.
 #
 # Start: a cell starts at its first delivered voltage, from the OCV table inverted (Lookup.soc_at) at
 #   OCV(soc0, T) = V - R0(0.5, T) * I        (hysteresis and RC voltages taken as 0: a pack at rest)
@@ -122,7 +123,8 @@ class Sox:
         self.soh_tracker = SohTracker(self.ekf)
         self.nn = None
         self.fusion = None
-        if cfg.get("nn_cell") == model.name and sample_period_ms == NN_PERIOD_MS:
+        fuse = cfg.get("fusion", "none") != "none"  # not engine.fusion's names: that module loads only when fusing
+        if fuse and cfg.get("nn_cell") == model.name and sample_period_ms == NN_PERIOD_MS:
             from engine.fusion import NnSoc, SocFusion
             from engine.nn import Mlp
 

@@ -37,9 +37,9 @@ def _stream(path: Path, records: int = 150) -> None:
             w.write(1000 * k, ABSENT if k % 53 == 7 else current_mA, volts, temps)
 
 
-def _run(stream: Path, model: Path, out: Path, mode: str) -> dict:
+def _run(stream: Path, model: Path, out: Path, mode: str, config: Path = CONFIG) -> dict:
     code = (f"import sys\nsys.path.append({str(cached_build())!r})\nfrom engine import streamrun\n"
-            f"streamrun.run({str(stream)!r}, {str(model)!r}, {str(CONFIG)!r}, {str(out)!r}, {SOC0!r}, {mode!r}, "
+            f"streamrun.run({str(stream)!r}, {str(model)!r}, {str(config)!r}, {str(out)!r}, {SOC0!r}, {mode!r}, "
             f"{str(NN_MODEL)!r})\n")
     proc = subprocess.run([micropython_bin(), "-X", "heapsize=160k", "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
@@ -63,17 +63,25 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def fused_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped configuration with the NN measured into the EKF (the shipped one has "fusion": "none")."""
+    path = tmp_path_factory.mktemp("fusion") / "fused.json"
+    path.write_text(json.dumps(json.loads(CONFIG.read_text()) | {"fusion": "nn_measurement"}))
+    return path
+
+
 def test_shipped_configuration_takes_the_nn_figures_from_its_model_card() -> None:
     cfg = json.loads(CONFIG.read_text())
     meta = json.loads((REPO / "models" / "nn" / "soc_mlp.meta.json").read_text())
-    assert cfg["fusion"] == "nn_measurement"
+    assert cfg["fusion"] in ("none", "nn_measurement", "ensemble")
     assert cfg["nn_sigma"] == pytest.approx(meta["metrics"]["eval_int8_rmse"])
     assert cfg["nn_capacity_mAh"] == meta["features"]["capacity_mAh"]
     assert cfg["nn_cell"] == json.loads(NN_CELL_MODEL.read_text())["name"]
 
 
-def test_fused_runs_on_the_board_finite_and_within_0_1(stream: Path, tmp_path: Path) -> None:
-    summary = _run(stream, NN_CELL_MODEL, tmp_path / "fused.sxe", "fused")
+def test_fused_runs_on_the_board_finite_and_within_0_1(stream: Path, fused_config: Path, tmp_path: Path) -> None:
+    summary = _run(stream, NN_CELL_MODEL, tmp_path / "fused.sxe", "fused", fused_config)
     assert summary["records"] == 150
     assert summary["ekf_step_us_median"] > 0 and 0 < summary["nn_step_us_median"] <= summary["nn_step_us_p99"]
     assert summary["nn_gated"] >= 0
@@ -89,11 +97,19 @@ def test_fused_runs_on_the_board_finite_and_within_0_1(stream: Path, tmp_path: P
     assert _read(tmp_path / "ekf.sxe") != rows  # the NN's measurements moved the filter
 
 
-def test_fused_on_another_cell_type_is_the_ekf_alone(stream: Path, tmp_path: Path) -> None:
-    summary = _run(stream, OTHER_CELL_MODEL, tmp_path / "fused.sxe", "fused")
+def test_fused_on_another_cell_type_is_the_ekf_alone(stream: Path, fused_config: Path, tmp_path: Path) -> None:
+    summary = _run(stream, OTHER_CELL_MODEL, tmp_path / "fused.sxe", "fused", fused_config)
     assert "nn_step_us_median" not in summary and "nn_gated" not in summary
     _run(stream, OTHER_CELL_MODEL, tmp_path / "ekf.sxe", "ekf")
     assert (tmp_path / "fused.sxe").read_bytes() == (tmp_path / "ekf.sxe").read_bytes()
+
+
+def test_fused_mode_names_the_variants_when_the_config_fuses_nothing(stream: Path, tmp_path: Path) -> None:
+    config = tmp_path / "none.json"
+    config.write_text(json.dumps(json.loads(CONFIG.read_text()) | {"fusion": "none"}))
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        _run(stream, NN_CELL_MODEL, tmp_path / "fused.sxe", "fused", config)
+    assert "fusion must be one of ('nn_measurement', 'ensemble')" in failed.value.stdout + failed.value.stderr
 
 
 # engine.nn on the socfeatures codes of the stream, with no runner: per record, per cell the SoC in 1e-4 clamped to

@@ -45,6 +45,15 @@ def mpy(tmp_path: Path, body: str, files: dict[str, str] | None = None, heap_kb:
     return json.loads(run_mpy(PRELUDE + body, heap_kb=heap_kb, args=[path]).strip().splitlines()[-1])
 
 
+def _fusing(tmp_path: Path) -> dict[str, str]:
+    """FILES with the shipped configuration fusing the NN as a measurement (tmp_path/fused.json), and beside it
+    tmp_path/none.json with "fusion": "none"."""
+    cfg = json.loads(Path(FILES["estimator"]).read_text())
+    for name, fusion in (("fused", "nn_measurement"), ("none", "none")):
+        (tmp_path / f"{name}.json").write_text(json.dumps(cfg | {"fusion": fusion}))
+    return {**FILES, "estimator": str(tmp_path / "fused.json")}
+
+
 def test_ocv_start_and_absent_cells(tmp_path: Path) -> None:
     """Cells start at the SoC whose OCV is their first voltage (the cell model's own OCV table, so the start is
     exact up to the 1 mV reading; a cell type without the NN, whose first update would pull towards the NN's SoC);
@@ -134,7 +143,7 @@ def test_bad_files_are_named(tmp_path: Path, change: dict[str, str], message: st
                     "NO_CHECKS": json.dumps({"charge_detect_mA": 1, "temp_rate_window_ms": 1000,
                                              "pressure_baseline_samples": 0}),
                     "NOT_A_MODEL": "{}"}.get(value, ""))
-    files = {**FILES, key: str(bad) if value.isupper() else value}
+    files = {**_fusing(tmp_path), key: str(bad) if value.isupper() else value}  # fusing: the NN file is read
     r = mpy(tmp_path, """
 try:
     make(2)
@@ -164,7 +173,7 @@ def test_the_cell_model_is_read_from_its_binary_companion(tmp_path: Path) -> Non
             (folder / f"cell.{suffix}").write_bytes(data)
         cases[case] = str(folder / ("cell.bin" if files == ("bin",) else "cell.json"))
     (tmp_path / "cases.json").write_text(json.dumps(cases))
-    r = mpy(tmp_path, """
+    r = mpy(tmp_path, files=_fusing(tmp_path), body="""
 out = {}
 for case, path in json.load(open(sys.argv[1].replace("files.json", "cases.json"))).items():
     try:
@@ -184,13 +193,15 @@ print(json.dumps(out))
 
 def test_nn_only_for_its_cell_type_and_period(tmp_path: Path) -> None:
     """The NN's features count 1 s samples: no fusion at another period, nor for another cell type (whose NN file
-    is then not even read)."""
-    r = mpy(tmp_path, """
+    is then not even read), nor with "fusion": "none" (the shipped configuration)."""
+    r = mpy(tmp_path, files=_fusing(tmp_path), body="""
 other = F["cell_model"].replace("chen2020_spme_fit", "panasonic_ncr18650pf_25C")
 print(json.dumps([make(2).fusion is not None, make(2, period_ms=100).fusion is not None,
-                  make(2, cell_model=other, nn_model="/nonexistent").fusion is not None]))
+                  make(2, cell_model=other, nn_model="/nonexistent").fusion is not None,
+                  make(2, estimator=sys.argv[1].replace("files.json", "none.json"), nn_model="/nonexistent").fusion
+                  is not None]))
 """)
-    assert r == [True, False, False]
+    assert r == [True, False, False, False]
 
 
 def test_step_allocation(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hil import fusion_select
 from hil.bench_soc import REAL_CELL, replay_log
 from hil.soc_eval import BOARD_MODELS, ESTIMATORS, evaluate_log, starts_both_ways
 from hil.soc_score import coulomb_count, score, wrong_start
@@ -28,12 +29,12 @@ def test_bench_soc_quick(tmp_path: Path) -> None:
         for estimator in ("board_nn", "board_fused"):
             assert scores[estimator]["rmse_pct"] < scores["coulomb"]["rmse_pct"]
         assert row["best_board_estimator"] in ("board_ekf", "board_nn", "board_fused")
-        # NCR18650PF cells: the NN is for another cell type, so the shipped fusion is the EKF alone.
+        # NCR18650PF cells: the NN is for another cell type, so board fused (soc_eval.BEST_FUSION) is the EKF alone.
         assert row["fused_uses_nn"] is False and scores["board_fused"] == scores["board_ekf"]
         assert 0 < row["nn_step_us_micropython"] <= row["nn_step_us_micropython_p99"]
         assert row["nn_bytes_per_step"] == 0
-    assert r["shipped_estimator"] == "board_fused"
-    assert r["soc_rmse_pct_max"] == r["scenarios"][0]["estimators"]["board_fused"]["rmse_pct"]  # the warm one
+    assert r["shipped_estimator"] == "board_ekf"  # models/board/estimator.json: "fusion": "none"
+    assert r["soc_rmse_pct_max"] == r["scenarios"][0]["estimators"]["board_ekf"]["rmse_pct"]  # the warm one
     assert 0 < r["nn_step_us_micropython"] <= r["nn_step_us_micropython_p99"]
     assert r["real_us06"]["estimators"]["board_ekf"]["rmse_pct"] < r["real_us06"]["estimators"]["coulomb"]["rmse_pct"]
     assert r["coulomb_rmse_pct_max"] > 25  # a 30 % wrong start stays wrong for coulomb counting
@@ -80,3 +81,13 @@ def test_each_start_of_a_log_is_a_run_of_its_own(tmp_path: Path) -> None:
             np.testing.assert_array_equal(both.estimates[estimator][:, k], alone.estimates[estimator][:, 0])
     worst = max(cell.rmse_pct for cell in both.scores["coulomb"].cells)
     assert both.row["estimators"]["coulomb"]["rmse_pct"] == round(worst, 3)
+
+
+def test_fusion_selection_averages_each_candidate_over_the_runs() -> None:
+    def run(ekf: float, measurement: float, ensemble: float) -> dict:
+        figures = {"board_ekf": ekf, "board_nn": 0.1, "fused_nn_measurement": measurement, "fused_ensemble": ensemble}
+        return {"estimators": {name: {"rmse_after_settle_pct": v} for name, v in figures.items()}}
+
+    # The NN alone (0.1) is no candidate; the EKF alone ("none") wins on the mean though not on every run.
+    mean = fusion_select.mean_rmse([run(0.7, 2.0, 0.6), run(0.5, 3.0, 0.8)])
+    assert mean == {"none": 0.6, "nn_measurement": 2.5, "ensemble": 0.7}

@@ -335,7 +335,7 @@ def test_estimation_of_the_real_us06_matches_bench_soc(tmp_path: Path, capsys: p
         assert estimation[key] == bench[key], key
     # The log starts full: 30 % above is impossible, so the one start is 30 % below.
     assert estimation["start_soc"] == [0.7] and estimation["true_soc_start"] == 1.0
-    assert estimation["shipped_estimator"] == "board_fused"
+    assert estimation["shipped_estimator"] == "board_ekf"
     figures = estimation["estimators"]
     assert list(figures) == ["board_ekf", "host_ekf", "coulomb", "board_nn", "board_fused"]
     for estimator in ESTIMATORS:
@@ -351,7 +351,7 @@ def test_estimation_of_the_real_us06_matches_bench_soc(tmp_path: Path, capsys: p
     for estimator in ESTIMATORS:
         line = next(x for x in lines if x.startswith(f"{estimator} "))
         assert f"{figures[estimator]['rmse_pct']:.3f}" in line
-    assert any(x.startswith("board_fused") and x.endswith("(shipped)") for x in lines)
+    assert any(x.startswith("board_ekf") and x.endswith("(shipped)") for x in lines)
     assert any(x.startswith("board EKF vs host EKF after both converged:") for x in lines)
     # estimates.csv: per sample the reference and every estimator's SoC; score.json holds the same figures.
     rows = list(csv.DictReader(Path(estimation["estimates_csv"]).read_text().splitlines()))
