@@ -82,7 +82,9 @@ class MqttClient:
         self._will = None
         self._subs = []  # [(filter, qos)], re-sent on every connect
         self._sub_pids = []  # SUBSCRIBEs awaiting SUBACK
-        self._inflight = []  # [(pid, packet)] in send order, for 4.6 ordering on retransmit
+        # [(pid, packet)] in send order, for 4.6 ordering on retransmit; a clean session never retransmits
+        # (connect() forgets them), so it keeps no packet: (pid, None).
+        self._inflight = []
         self._pid = 0
         self._out = bytearray()
         self._rxbuf = bytearray(_RX_CHUNK)
@@ -236,24 +238,20 @@ class MqttClient:
         link is closed (connected=False) and a QoS 1 message stays in flight, to
         be re-sent by the next successful connect().
         """
-        if not self.connected:
+        pid = self._publish_pid(qos)
+        if pid is None:
             return None
-        if qos == 0:
-            pkt = mc.encode_publish(topic, payload, 0, retain)
-            pid = 0
-        elif qos == 1:
-            if len(self._inflight) >= self.max_inflight:
-                return None
-            pid = self._next_pid()
-            pkt = mc.encode_publish(topic, payload, 1, retain, False, pid)
-            self._inflight.append((pid, pkt))
-        else:
-            raise ValueError("qos 0 or 1 only")
-        try:
-            self._send(pkt)
-        except OSError:
-            self.close()
-        return pid
+        return self._send_publish(pid, mc.encode_publish(topic, payload, qos, retain, False, pid))
+
+    def publish_in(self, topic, buf, start, end, qos=1, retain=False):
+        """publish() of the payload buf[start:end] (buf: a memoryview), its packet's header written in place
+        before it: buf[:start] is free, at least mc.publish_room(topic) bytes; topic: encoded bytes. No packet
+        object is made (a board's ~1 KB data messages would fragment its heap)."""
+        pid = self._publish_pid(qos)
+        if pid is None:
+            return None
+        first = mc.encode_publish_header(buf, start, topic, end - start, qos, retain, False, pid)
+        return self._send_publish(pid, buf[first:end])
 
     def inflight_count(self):
         return len(self._inflight)
@@ -297,6 +295,27 @@ class MqttClient:
         return self.connected
 
     # -- internals -----------------------------------------------------
+
+    def _publish_pid(self, qos):
+        # The packet id of a PUBLISH now: 0 for QoS 0, None when not connected or the in-flight window is full.
+        if not self.connected:
+            return None
+        if qos == 0:
+            return 0
+        if qos != 1:
+            raise ValueError("qos 0 or 1 only")
+        if len(self._inflight) >= self.max_inflight:
+            return None
+        return self._next_pid()
+
+    def _send_publish(self, pid, pkt):
+        if pid:
+            self._inflight.append((pid, None if self.clean_session else bytes(pkt)))
+        try:
+            self._send(pkt)
+        except OSError:
+            self.close()
+        return pid
 
     def _next_pid(self):
         # 2.3.1: 1..65535, and never reuse an id that is still awaiting its ack.

@@ -72,19 +72,28 @@ def _field(b):
     return _u16(len(b)) + b
 
 
-def _fixed_header(byte0, remaining):
-    # Remaining length is a base-128 varint, low group first, 2.2.3.
+def _remaining_bytes(remaining):
+    # Bytes of the remaining length's varint, 2.2.3.
     if remaining > MAX_REMAINING:
         raise ValueError("packet too large")
-    out = bytearray((byte0,))
-    while True:
-        digit = remaining & 0x7F
+    return 1 if remaining < 0x80 else 2 if remaining < 0x4000 else 3 if remaining < 0x200000 else 4
+
+
+def _put_remaining(buf, i, remaining):
+    # Remaining length is a base-128 varint, low group first, 2.2.3; written at buf[i], returns the index after it.
+    while remaining > 0x7F:
+        buf[i] = (remaining & 0x7F) | 0x80
         remaining >>= 7
-        if remaining:
-            out.append(digit | 0x80)
-        else:
-            out.append(digit)
-            return bytes(out)
+        i += 1
+    buf[i] = remaining
+    return i + 1
+
+
+def _fixed_header(byte0, remaining):
+    out = bytearray(1 + _remaining_bytes(remaining))
+    out[0] = byte0
+    _put_remaining(out, 1, remaining)
+    return bytes(out)
 
 
 def _check_pid(pid):
@@ -145,22 +154,57 @@ def encode_connect(
     return b"".join(parts)
 
 
-def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
-    """PUBLISH, 3.3.  Built with a single join so the payload is copied once."""
+def publish_room(topic):
+    """Bytes a PUBLISH's header may take before its payload (topic: encoded bytes): byte 0, a remaining length of
+    up to 4 bytes, the topic with its length, a packet id."""
+    return 9 + len(topic)
+
+
+def _publish_remaining(topic, payload_len, qos):
+    # The topic with its length, a packet id (QoS > 0) and the payload, 3.3.2.
+    return 2 + len(topic) + (2 if qos else 0) + payload_len
+
+
+def encode_publish_header(buf, end, topic, payload_len, qos=0, retain=False, dup=False, pid=0):
+    """PUBLISH, 3.3, in place: its header written into `buf` (a bytearray or a view of one) so that it ends at
+    `end`, where the payload already is (publish_room(topic) bytes before it are enough); returns where the
+    packet starts. Topic: encoded bytes. Nothing is allocated: the board publishes its data messages from the
+    buffer they are written into."""
     _check_qos(qos)
-    t = _utf8(topic)
-    _check_topic_name(t)
-    if type(payload) is not bytes:
-        payload = _utf8(payload)
-    byte0 = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    _check_topic_name(topic)
     if qos:
         _check_pid(pid)
-        var = _field(t) + _u16(pid)
-    else:
-        if dup:
-            raise ValueError("DUP must be 0 for QoS 0")  # 3.3.1-2
-        var = _field(t)
-    return b"".join((_fixed_header(byte0, len(var) + len(payload)), var, payload))
+    elif dup:
+        raise ValueError("DUP must be 0 for QoS 0")  # 3.3.1-2
+    n = len(topic)
+    if n > 0xFFFF:
+        raise ValueError("field longer than 65535 bytes")
+    remaining = _publish_remaining(topic, payload_len, qos)
+    start = end - 1 - _remaining_bytes(remaining) - (remaining - payload_len)
+    if start < 0:
+        raise ValueError("no room for the PUBLISH header")
+    buf[start] = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    i = _put_remaining(buf, start + 1, remaining)
+    buf[i] = n >> 8
+    buf[i + 1] = n & 0xFF
+    buf[i + 2 : i + 2 + n] = topic
+    if qos:
+        buf[end - 2] = pid >> 8
+        buf[end - 1] = pid & 0xFF
+    return start
+
+
+def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
+    """PUBLISH, 3.3, as a new packet (a bytearray)."""
+    t = _utf8(topic)
+    if type(payload) is not bytes:
+        payload = _utf8(payload)
+    remaining = _publish_remaining(t, len(payload), qos)
+    pkt = bytearray(1 + _remaining_bytes(remaining) + remaining)
+    header = len(pkt) - len(payload)
+    pkt[header:] = payload
+    encode_publish_header(pkt, header, t, len(payload), qos, retain, dup, pid)
+    return pkt
 
 
 def encode_puback(pid):

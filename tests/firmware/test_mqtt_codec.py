@@ -56,6 +56,15 @@ cases = [
     ("pingreq", c.encode_pingreq()),
     ("disconnect", c.encode_disconnect()),
 ]
+# In place: the header written before a payload already in the buffer, room to spare before it.
+buf = bytearray(c.publish_room(b"bms/log") + 3 + MID)
+buf[-MID:] = mid
+start = c.encode_publish_header(memoryview(buf), len(buf) - MID, b"bms/log", MID, qos=1, pid=258)
+cases.append(("publish_in_place", buf[start:]))
+try:
+    c.encode_publish_header(buf, 8, b"bms/log", MID, qos=1, pid=258)
+except ValueError as e:
+    cases.append(("publish_no_room", str(e).encode()))
 for name, pkt in cases:
     print(name, pkt.hex())
 """.replace("MID", str(MID)).replace("BIG", str(BIG))
@@ -89,7 +98,9 @@ def mpy_packets() -> dict[str, bytes]:
 def test_micropython_and_cpython_encode_identically(mpy_packets):
     host = run_host(ENCODE_SCRIPT)
     assert _parse_lines(host) == mpy_packets
-    assert len(mpy_packets) == 11
+    assert len(mpy_packets) == 13
+    assert mpy_packets["publish_in_place"] == mqtt_codec.encode_publish("bms/log", MID_PAYLOAD, qos=1, pid=258)
+    assert mpy_packets["publish_no_room"] == b"no room for the PUBLISH header"
 
 
 def test_connect_decoded_by_amqtt(mpy_packets):
