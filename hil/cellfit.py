@@ -348,7 +348,7 @@ def fit_steps(log: CyclerLog, pulses: list[PulseFit], capacity_Ah: float, pulse_
     known = sorted(fitted)
     b_V = thermal_voltage_V(TEMPERATURE_C)
     fits = []
-    for p, currents, steps in sets:
+    for p, currents, steps in sorted(sets, key=lambda s: s[0].soc):  # by rising SoC, as np.interp takes the sets
         i0: float | None
         if p.soc in fitted:
             r0, i0 = fitted[p.soc]

@@ -8,7 +8,9 @@ from the same wrong start:
   models/nn/soc_mlp.board.json, fused only on the cell type it was trained for, configuration "nn_cell"); when the
   shipped configuration does not fuse ("fusion": "none"), board fused runs it with BEST_FUSION, the fusion variant
   hil.fusion_select ranked best, so that the candidate not shipped is still measured,
-- host EKF: the float64 filterpy reference (host.estimate.reference), which also gives the board-vs-host gap,
+- host EKF: the float64 filterpy reference (host.estimate.reference), which also gives the board-vs-host gap; it
+  replays the capacities the board's SoH tracker gave the board's EKF (the board's "capacity_updates"), so that the
+  gap compares the two filters on the same inputs,
 - coulomb counting: the reported current from the same start, with the model file's capacity.
 The board runs the one shipped configuration, models/board/estimator.json; nothing is tuned per recording.
 
@@ -204,7 +206,7 @@ def evaluate(name: str, rec: Recording, model_path: Path, work: Path, soc0: Floa
         estimates[estimator] = read_estimates(out).soc
     with _stage(progress, "host_ekf") as show:
         host = reference_ekf.run_ekf(model, json.loads(SHIPPED_CONFIG.read_text()), _counted(rec.records, show),
-                                     list(soc0))
+                                     list(soc0), summaries["ekf"]["capacity_updates"])
     estimates["host_ekf"] = host.soc
     estimates["coulomb"] = coulomb_count(rec.t_s, rec.current_A, soc0, model.capacity_Ah, model.coulombic_efficiency)
     scored = {estimator: score(rec.t_s, estimates[estimator], rec.true_soc)

@@ -21,6 +21,14 @@
 #             wrong start one linearisation across 30 % of OCV overshoots (NCR18650PF at 0 °C: +10 % after the
 #             first update of a start 30 % low), and the RC states then take up the error with σ 0.5 %; iterated,
 #             the first update lands within 1.5 %. Gating uses the first linearisation's y and S.
+#             The OCV is piecewise linear, so the MAP lies inside a segment (a fixed point) or on a grid point
+#             between two, where the iterates cycle around it and where they stop would be arbitrary (a start on
+#             a grid point, 0.7 in float32 just below it, then ended 2 % from the float64 reference). So the
+#             iterates keep a bracket (lo, hi) of the MAP's soc (the step rises from lo, falls from hi), bisect it
+#             when a step leaves it, and when lo and hi lie on the two segments of one grid point s* the update is
+#             made there, with the H0 = h that puts soc at s*: soc' + (P·Hᵀ)_0·(Y0 − h·d)/S(h) = s* with
+#             d = soc' − s*, Y0 = V − V(x') at s*, (P·Hᵀ)_0 = P00·h + c, S(h) = P00·h² + 2c·h + e (c, e the terms
+#             without h), whose h² terms cancel: h = −(c·Y0 + d·e)/(P00·Y0 + c·d), held between the two segments'.
 # Parameters are looked up at the prior soc and the cell's temperature (absent: the last valid reading, else
 # 25 °C); OCV and its slope at soc'. The Jacobians carry the resistances' and I0's SoC slopes (engine/cellmodel.py):
 # without them the filter believes a lower soc lowers the voltage, while under charge at low SoC a fitted cell's
@@ -44,6 +52,7 @@ from soxcommon.frame import ABSENT
 DEFAULT_TEMP_DC = 250
 CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
 ITERATION_TOL_SOC = 1e-4  # an iterated update stops when soc moves less between linearisations
+BRACKET = 1e9  # the iterated update's first bracket of the MAP's soc: unbounded
 
 
 def soc_measurement(x, P, cell, b, nu, var, gate2, gate_run, run_gated, n_gated, u):
@@ -247,6 +256,10 @@ class SocEkf:
             # Iterated update: the OCV relinearised at soc_i, y = V − V(x') − H0·(soc' − soc_i) with V(x') at soc_i
             # (Gauss-Newton on the MAP, the rest of V being linear in x).
             soc_i = soc
+            lo = -BRACKET  # the MAP's soc lies in (lo, hi), on OCV segments k_lo, k_hi (-1: none yet)
+            hi = BRACKET
+            k_lo = k_hi = -1
+            h_lo = h_hi = t_lo = t_hi = 0.0  # H0 on lo's and hi's segments, and where their lines put soc
             gated = False
             for it in range(self.iterations):
                 lk.ocv_at(cell, soc_i)
@@ -265,10 +278,41 @@ class SocEkf:
                         self.n_gated[cell] += 1
                         gated = True
                         break
-                soc_next = soc + g0 / S * y
-                if abs(soc_next - soc_i) < ITERATION_TOL_SOC:
+                step = soc + g0 / S * y - soc_i
+                if abs(step) < ITERATION_TOL_SOC:
                     break
-                soc_i = soc_next
+                target = soc_i + step  # the MAP on the line of soc_i's segment (the same from all of it)
+                if step > 0.0:
+                    lo = soc_i
+                    k_lo = lk.segment[cell]
+                    h_lo = h0
+                    t_lo = target
+                else:
+                    hi = soc_i
+                    k_hi = lk.segment[cell]
+                    h_hi = h0
+                    t_hi = target
+                s_star = self.model.soc[k_hi] if k_lo >= 0 and k_hi == k_lo + 1 else None
+                if s_star is not None and t_lo >= s_star >= t_hi:  # the MAP on the grid point: update there
+                    lk.ocv_at(cell, s_star)
+                    y0 = v_V - rest - lk.ocv
+                    d = soc - s_star
+                    c = n01 + n02 + n03 * h3
+                    e = n11 + 2.0 * n12 + n22 + 2.0 * h3 * (n13 + n23) + h3 * h3 * n33 + self.r_V
+                    den = n00 * y0 + c * d
+                    h0 = -(c * y0 + d * e) / den if den else 0.5 * (h_lo + h_hi)
+                    h0 = min(max(h0, min(h_lo, h_hi)), max(h_lo, h_hi))
+                    y = y0 - h0 * d
+                    g0 = n00 * h0 + c
+                    g1 = n01 * h0 + n11 + n12 + n13 * h3
+                    g2 = n02 * h0 + n12 + n22 + n23 * h3
+                    g3 = n03 * h0 + n13 + n23 + n33 * h3
+                    S = h0 * g0 + g1 + g2 + h3 * g3 + self.r_V
+                    break
+                if s_star is not None:  # inside one of the two segments: on its line
+                    soc_i = t_lo if t_lo < s_star else t_hi
+                else:  # the line's MAP, or the bracket bisected when that lies outside it
+                    soc_i = target if lo < target < hi else 0.5 * (lo + hi)
             if not gated:
                 k0 = g0 / S
                 k1 = g1 / S

@@ -29,7 +29,8 @@
 # "ms_used" and "ms_gated" (per measurement name, all cells: updates applied, readings gated).
 # With the EKF, per cell at the end: "soh_capacity_Ah", "soh_capacity_sigma_Ah", "soh_capacity_pairs", "soh_r0_ohm",
 # "soh_r0_sigma_ohm", and the capacity prior's "soh_capacity_prior_sigma_Ah" (engine/soh.py, stepped after each
-# cell-step outside its timing; every new capacity estimate becomes the EKF's Q for that cell).
+# cell-step outside its timing; every new capacity estimate becomes the EKF's Q for that cell), and those updates,
+# "capacity_updates": [t_ms, cell, capacity_Ah] each (the host reference replays them: a few per run).
 # Cell-steps are timed one by one (SocEkf.set_current, then step_cell per cell, as SocEkf.step does) with the
 # garbage collector held off; it runs between cell-steps when the free heap is short, so step times and byte counts
 # are of the filter alone and collections are reported apart ("gc_us_per_step": per record).
@@ -169,6 +170,7 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
         if start == "ocv":
             from engine.socstate import ocv_start
         records = 0
+        capacity_updates = []
         total_bytes = 0
         nn_bytes = 0
         ms_bytes = 0
@@ -239,6 +241,7 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
                 # SoH beside the EKF, untimed; a new capacity estimate is the EKF's Q from now on.
                 if soh is not None and soh.step_cell(cell, dt_s, volts[cell]):
                     ekf.set_capacity_Ah(cell, soh.capacity_Ah(cell))
+                    capacity_updates.append([t_ms, cell, soh.capacity_Ah(cell)])
                 if ekf is not None:
                     hist[_bin(time.ticks_diff(t1, t0))] += 1
                 if ms_hist is not None:
@@ -270,6 +273,7 @@ def run(stream, model, config, out, soc0, mode="ekf", nn_model=None, state_path=
         summary["soh_capacity_sigma_Ah"] = [soh.capacity_sigma_Ah(c) for c in range(n)]
         summary["soh_capacity_pairs"] = [soh.n_pairs[c] for c in range(n)]
         summary["soh_capacity_prior_sigma_Ah"] = soh.prior_sigma_Ah
+        summary["capacity_updates"] = capacity_updates
         summary["soh_r0_ohm"] = [soh.r0_ohm(c) for c in range(n)]
         summary["soh_r0_sigma_ohm"] = [soh.r0_sigma(c) for c in range(n)]
     if nn_hist is not None:

@@ -136,6 +136,12 @@ def _segment(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return k, np.minimum(k + 1, grid.size - 1), index - k
 
 
+def soc_segment(model: BoardModel, soc: float) -> int:
+    """Index k of the SoC grid segment [soc_k, soc_k+1) holding soc (the end segments outside the grid), as the
+    board's Lookup seeks it."""
+    return int(_segment(model.soc, np.asarray(soc, dtype=float))[0])
+
+
 def evaluate(model: BoardModel, soc: ArrayLike, temp_C: ArrayLike) -> CellValues:
     soc = np.asarray(soc, dtype=float)
     temp_C = np.asarray(temp_C, dtype=float)

@@ -38,13 +38,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from filterpy.kalman import ExtendedKalmanFilter, MerweScaledSigmaPoints, UnscentedKalmanFilter
 
-from host.estimate.cellmodel import BoardModel, CellValues, evaluate
+from host.estimate.cellmodel import BoardModel, CellValues, evaluate, soc_segment
 from soxcommon.frame import ABSENT
 
 CONFIG_KEYS = ("q_soc", "q_v", "q_b", "r_V", "p0_soc", "p0_v", "p0_b", "gate", "gate_run")
@@ -148,6 +148,8 @@ def _given(_x: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 class CellFilter(Protocol):
+    model: BoardModel  # the cell's (its capacity can be replaced during a run)
+
     def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool: ...
 
     @property
@@ -205,6 +207,24 @@ class EkfCell(_Tuned):
     def P(self) -> np.ndarray:
         return self.kf.P
 
+    def _on_grid_point(self, s_star: float, prior: CellValues, temp_C: float, current_A: float,
+                       voltage_meas_V: float, slopes: tuple[float, float]) -> tuple[np.ndarray, float]:
+        """(H, V(x') linearised) at the grid point s* with the H0 that puts the update's soc on s* (engine/ekf.py:
+        soc' + (P·Hᵀ)_0·(Y0 − h·d)/S(h) = s*, linear in h), held between the two segments' slopes."""
+        kf = self.kf
+        x, p = kf.x[:, 0], kf.P
+        at = evaluate(self.model, s_star, temp_C)
+        u = measurement_row(at, prior, self.h, current_A)
+        u[0] = 0.0
+        y0 = voltage_meas_V - voltage_V(at, prior, x, self.h, current_A)
+        d = float(x[0]) - s_star
+        c = float(p[0] @ u)
+        e = float(u @ p @ u) + self.cfg["r_V"]
+        den = float(p[0, 0]) * y0 + c * d
+        h = -(c * y0 + d * e) / den if den else 0.5 * sum(slopes)
+        u[0] = min(max(h, min(slopes)), max(slopes))
+        return u, voltage_meas_V - (y0 - u[0] * d)
+
     def step(self, dt_s: float, current_meas_A: float, voltage_meas_V: float | None, temp_C: float) -> bool:
         """One sample; True when the gate rejected the voltage."""
         kf, model = self.kf, self.model
@@ -219,7 +239,12 @@ class EkfCell(_Tuned):
         if voltage_meas_V is not None:
             x = kf.x[:, 0]
             soc_i = float(x[0])
-            for it in range(self.iterations):  # relinearised at soc_i (engine/ekf.py's iterated update)
+            # engine/ekf.py's iterated update: relinearised at soc_i, the MAP's soc bracketed in (lo, hi) by the
+            # sign of the step, on a grid point s* when lo and hi lie on its two segments and their lines meet there.
+            lo, hi = -math.inf, math.inf
+            k_lo = k_hi = -1
+            h_lo = h_hi = t_lo = t_hi = 0.0
+            for it in range(self.iterations):
                 at = evaluate(model, soc_i, temp_C)
                 h_row = measurement_row(at, prior, self.h, current_A)
                 v_lin = voltage_V(at, prior, x, self.h, current_A) + h_row[0] * (x[0] - soc_i)
@@ -227,10 +252,21 @@ class EkfCell(_Tuned):
                 if not it and self._gated(voltage_meas_V - v_lin, s_V2):
                     gated = True
                     break
-                soc_next = float(x[0] + (kf.P[0] @ h_row) / s_V2 * (voltage_meas_V - v_lin))
-                if abs(soc_next - soc_i) < ITERATION_TOL_SOC:
+                step = float(x[0] + (kf.P[0] @ h_row) / s_V2 * (voltage_meas_V - v_lin)) - soc_i
+                if abs(step) < ITERATION_TOL_SOC:
                     break
-                soc_i = soc_next
+                if step > 0.0:
+                    lo, k_lo, h_lo, t_lo = soc_i, soc_segment(model, soc_i), float(h_row[0]), soc_i + step
+                else:
+                    hi, k_hi, h_hi, t_hi = soc_i, soc_segment(model, soc_i), float(h_row[0]), soc_i + step
+                s_star = float(model.soc[k_hi]) if k_lo >= 0 and k_hi == k_lo + 1 else None
+                if s_star is not None and t_lo >= s_star >= t_hi:
+                    h_row, v_lin = self._on_grid_point(s_star, prior, temp_C, current_A, voltage_meas_V, (h_lo, h_hi))
+                    break
+                if s_star is not None:
+                    soc_i = t_lo if t_lo < s_star else t_hi
+                else:
+                    soc_i = soc_i + step if lo < soc_i + step < hi else 0.5 * (lo + hi)
             if not gated:
                 kf.update(voltage_meas_V, HJacobian=_given, Hx=_given, args=(h_row[np.newaxis],),
                           hx_args=(np.array([[v_lin]]),))
@@ -281,8 +317,13 @@ class UkfCell(_Tuned):
         return gated
 
 
-def _run(cells: Sequence[CellFilter], records: Iterable[Record]) -> Estimates:
+CapacityUpdate = tuple[int, int, float]  # (t_ms, cell, capacity_Ah): from this record on, after the cell's step
+
+
+def _run(cells: Sequence[CellFilter], records: Iterable[Record],
+         capacity_updates: Iterable[CapacityUpdate] = ()) -> Estimates:
     n_cells = len(cells)
+    new_capacity_Ah = {(t, cell): capacity_Ah for t, cell, capacity_Ah in capacity_updates}
     temps_C = [DEFAULT_TEMP_C] * n_cells
     current_A = 0.0
     t_prev: int | None = None
@@ -303,6 +344,8 @@ def _run(cells: Sequence[CellFilter], records: Iterable[Record]) -> Estimates:
             start_ns = time.perf_counter_ns()
             gated = kf.step(dt_s, current_A, voltage, temps_C[cell])
             step_ns.append(time.perf_counter_ns() - start_ns)
+            if (t, cell) in new_capacity_Ah:
+                kf.model = replace(kf.model, capacity_Ah=new_capacity_Ah[t, cell])
             x = kf.x
             row.append((min(max(float(x[0]), 0.0), 1.0), math.sqrt(float(kf.P[0, 0])), float(x[3]), gated))
         t_ms.append(t)
@@ -314,9 +357,11 @@ def _run(cells: Sequence[CellFilter], records: Iterable[Record]) -> Estimates:
                      step_us_p99=float(np.percentile(step_us, 99)))
 
 
-def run_ekf(model: BoardModel, cfg: Mapping[str, float], records: Iterable[Record], soc0: Sequence[float]) -> Estimates:
-    """The contract's EKF over a stream, one filter per cell, from the initial SoC per cell."""
-    return _run([EkfCell(model, cfg, s) for s in soc0], records)
+def run_ekf(model: BoardModel, cfg: Mapping[str, float], records: Iterable[Record], soc0: Sequence[float],
+            capacity_updates: Iterable[CapacityUpdate] = ()) -> Estimates:
+    """The contract's EKF over a stream, one filter per cell, from the initial SoC per cell; capacity_updates: the
+    capacities a board's SoH tracker gave its EKF during the same stream (engine/streamrun.py), replayed."""
+    return _run([EkfCell(model, cfg, s) for s in soc0], records, capacity_updates)
 
 
 def run_ukf(model: BoardModel, cfg: Mapping[str, float], records: Iterable[Record], soc0: Sequence[float]) -> Estimates:

@@ -47,9 +47,33 @@ class RefModel:
             value += self.slope(key, soc, temp_C) * (soc - float(np.clip(soc, self.soc[0], self.soc[-1])))
         return value
 
+    def segment(self, soc: float) -> int:
+        """The grid segment holding soc (the end segments outside the grid)."""
+        return int(np.clip(np.searchsorted(self.soc, soc, "right") - 1, 0, self.soc.size - 2))
+
+    def on_grid_point(self, s_star: float, x: np.ndarray, P: np.ndarray, H: np.ndarray, rest: float, v_mV: float,
+                      temp_C: float, r_V: float, slopes: tuple[float, float]) -> tuple[np.ndarray, float]:
+        """(H, y) of the update on the grid point s*: H0 = h solving x0 + (P·H(h))_0·y(h)/S(h) = s*, found here by
+        bisection on h between the two segments' slopes (the board solves it in closed form)."""
+        y0 = v_mV * 1e-3 - rest - self.table("ocv_V", s_star, temp_C)
+
+        def miss(h: float) -> float:
+            Hh = np.array([h, *H[1:]])
+            return x[0] + (P @ Hh)[0] * (y0 - h * (x[0] - s_star)) / (Hh @ P @ Hh + r_V) - s_star
+
+        a, b = min(slopes), max(slopes)
+        if miss(a) * miss(b) > 0:  # no root between: the nearer end
+            h = a if abs(miss(a)) < abs(miss(b)) else b
+        else:
+            for _ in range(60):
+                h = 0.5 * (a + b)
+                a, b = (h, b) if miss(a) * miss(h) > 0 else (a, h)
+            h = 0.5 * (a + b)
+        return np.array([h, *H[1:]]), y0 - h * (x[0] - s_star)
+
     def slope(self, key: str, soc: float, temp_C: float) -> float:
         """d/dsoc on the segment holding soc (the end segment outside the grid), linear in T inside the grid."""
-        k = int(np.clip(np.searchsorted(self.soc, soc, "right") - 1, 0, self.soc.size - 2))
+        k = self.segment(soc)
         rows = np.atleast_2d(self.tables[key])
         slopes = (rows[:, k + 1] - rows[:, k]) / (self.soc[k + 1] - self.soc[k])
         edge, _ = self._edge(temp_C)
@@ -120,8 +144,14 @@ class RefEkf:
                 dv_di += B / (2 * i0 * np.sqrt(1 + z**2))
                 # d(B·asinh z)/dsoc = B/sqrt(1 + z²) · dz/dI0 · dI0/dsoc, dz/dI0 = −z/I0
                 dv_dsoc -= B / np.sqrt(1 + z**2) * z / i0 * m.param_slope("i0_A", soc, T)
-            # Iterated update (engine/ekf.py): OCV relinearised at soc_i until soc moves < 1e-4 or n linearisations.
+            # Iterated update (engine/ekf.py): OCV relinearised at soc_i until soc moves < 1e-4 or n linearisations;
+            # the MAP's soc bracketed by the steps' signs; on the grid point between two segments whose lines both
+            # point at it, the update is made there with the H0 that lands on it.
             soc_i, gated = x[0], False
+            bound = {1: -np.inf, -1: np.inf}  # +1: lo (the step rises from it), -1: hi
+            seg: dict[int, int] = {}
+            h0: dict[int, float] = {}
+            target: dict[int, float] = {}
             for it in range(int(cfg.get("iterations", 1))):
                 H = np.array([m.slope("ocv_V", soc_i, T) + dv_dsoc, 1.0, 1.0, -dv_di])
                 y = v_mV * 1e-3 - rest - m.table("ocv_V", soc_i, T) - H[0] * (x[0] - soc_i)
@@ -133,10 +163,22 @@ class RefEkf:
                         self.gated += 1
                         gated = True
                         break
-                soc_next = x[0] + (P @ H)[0] / S * y
-                if abs(soc_next - soc_i) < 1e-4:
+                step = x[0] + (P @ H)[0] / S * y - soc_i
+                if abs(step) < 1e-4:
                     break
-                soc_i = soc_next
+                side = 1 if step > 0 else -1
+                bound[side], seg[side], h0[side], target[side] = soc_i, m.segment(soc_i), H[0], soc_i + step
+                s_star = m.soc[seg[-1]] if len(seg) == 2 and seg[-1] == seg[1] + 1 else None
+                if s_star is not None and target[1] >= s_star >= target[-1]:
+                    H, y = m.on_grid_point(s_star, x, P, H, rest, v_mV, T, cfg["r_V"], (h0[1], h0[-1]))
+                    S = H @ P @ H + cfg["r_V"]
+                    break
+                if s_star is not None:
+                    soc_i = target[1] if target[1] < s_star else target[-1]
+                elif bound[1] < soc_i + step < bound[-1]:
+                    soc_i = soc_i + step
+                else:
+                    soc_i = 0.5 * (bound[1] + bound[-1])
             if not gated:
                 K = P @ H / S
                 x = x + K * y

@@ -12,6 +12,7 @@ import pytest
 from hil.physics.params import load as load_cell
 from hil.profiles import Table, udds_like
 from hil.simulated import SimulatedModule
+from host.estimate import cellmodel, reference
 from soxcommon.stream import SampleWriter
 from tests.firmware.ekf_reference import ABSENT, RefEkf, RefModel
 from tests.mpy import REPO, run_mpy
@@ -268,3 +269,21 @@ def test_iterated_update_brings_wrong_starts_closer_in_one_sample() -> None:
             f.step(0.0, current_mA, volts[c], temps[c])
         first_error[n] = max(abs(f.x[0] - truth[0, c]) for c, f in enumerate(filters))
     assert first_error[shipped["iterations"]] < first_error[1] - 0.01
+
+
+def test_iterated_update_on_an_ocv_grid_point_is_the_same_in_float32(tmp_path: Path) -> None:
+    """A rested NCR18650PF at 4.181 V started on the grid point 0.7 (a 30 % wrong start; float32 0.7 lies just
+    below it, on the other segment): the MAP lies on the OCV's grid point 0.91, where the iterates of a plain
+    iterated update cycle and stopped at different points of the cycle in float32 and float64 (2 % apart). The
+    board lands on the grid point in both storages, as the test reference and the filterpy host reference do."""
+    stream = tmp_path / "rested.sxs"
+    write_stream(stream, [(0, 0, [4181], [250])])
+    _, f32 = run_board(stream, [0.7], "f")
+    _, f64 = run_board(stream, [0.7], "d")
+    filters, _ = run_reference([(0, 0, [4181], [250])], [0.7])
+    assert json.loads(CONFIG.read_text())["iterations"] >= 8  # enough to close the bracket from 30 % off
+    assert filters[0].x[0] == pytest.approx(0.91, abs=1e-6)
+    assert f32["x"][0] == pytest.approx(0.91, abs=1e-6) and f64["x"][0] == pytest.approx(0.91, abs=1e-6)
+    host = reference.EkfCell(cellmodel.load(MODEL), json.loads(CONFIG.read_text()), 0.7)  # filterpy's
+    host.step(0.0, 0.0, 4.181, 25.0)
+    assert host.x[0] == pytest.approx(0.91, abs=1e-6)

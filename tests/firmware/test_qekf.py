@@ -37,6 +37,8 @@ class Steep(NamedTuple):
     i0_term_V_per_soc: float  # range run: the least largest |B·z/sqrt(1 + z²)·(dI0/dsoc)/I0| it must reach
 
 
+# Stress models (tests/firmware/steep/README.md: earlier fits with tables no fit should produce).
+STEEP_MODELS = Path(__file__).resolve().parent / "steep"
 # Panasonic NCR18650PF charged at 2C from SoC 0.01: R1 falls 0.12 -> 0.018 Ω between SoC 0.075 and 0.2 and I0 steps
 # 1962 -> 1.9 A between 0.12 and 0.13 (the range run starts a cell 2e-6 below that step, where the SoC slope of
 # B·asinh(I/2I0) is thousands of V/soc, and one at 0.09, steep R1, with P00 still p0_soc). LG M50 (chen2020 fit)
@@ -125,7 +127,7 @@ def drive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
 def steep_records(name: str) -> tuple[list[tuple[int, int, list[int], list[int]]], np.ndarray]:
     """A STEEP drive at 1 Hz: stream records (None -> ABSENT) and the true SoC [step, cell]."""
     drive = STEEP[name]
-    module = SimulatedModule(load_cell(REPO / "models" / "cells" / f"{drive.cell}.json"), N_CELLS, drive.load(),
+    module = SimulatedModule(load_cell(STEEP_MODELS / "cells" / f"{drive.cell}.json"), N_CELLS, drive.load(),
                              seed=5, initial_soc=drive.initial_soc)
     records = []
     for k in range(drive.seconds):
@@ -144,7 +146,7 @@ def steep(request: pytest.FixtureRequest) -> tuple[str, list, np.ndarray]:
 
 
 def board_model(name: str) -> Path:
-    return REPO / "models" / "board" / f"{STEEP[name].cell}.json"
+    return STEEP_MODELS / "board" / f"{STEEP[name].cell}.json"
 
 
 def plain_config(directory: Path) -> Path:

@@ -103,6 +103,15 @@ def test_resistances_and_time_constants(cell: cellfit.CellFit) -> None:
     assert max(rmse) < 5.0
 
 
+def test_r0_table_passes_through_each_pulse_set(cell: cellfit.CellFit) -> None:
+    """R0 on the SoC grid equals each set's fit at its SoC, within what the 0.01 grid's re-interpolation moves it
+    beside a neighbour set of another R0 (the sets come from full down; interpolating them in that order once gave a
+    table of two values, the end sets', mirrored in SoC)."""
+    table = cell.params["R0 [Ohm]"]
+    for f in cell.steps:
+        assert np.interp(f.soc, table["SoC"], table["values"][0]) == pytest.approx(f.r0_ohm, rel=0.1), f.soc
+
+
 def test_us06_replay_error(validation: dict[str, Any]) -> None:
     rmse_mV = validation["voltage RMSE [mV]"]
     print(f"US06 voltage RMSE {rmse_mV} mV (bound {US06_RMSE_BOUND_MV} mV)")
