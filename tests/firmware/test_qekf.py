@@ -20,7 +20,7 @@ from hil.profiles import ConstantCurrent, Segment, Table, udds_like
 from hil.simulated import SimulatedModule
 from tests.firmware.ekf_reference import ABSENT
 from tests.firmware.test_ekf import CONFIG, MODEL, N_CELLS, simulate, write_stream
-from tests.mpy import FIRMWARE, REPO, run_mpy
+from tests.mpy import FIRMWARE, run_mpy
 
 QEKF = FIRMWARE / "engine" / "qekf.py"
 
