@@ -14,7 +14,8 @@ temperature (absent: the last valid one, else 25 °C), then
              only the first gate_run samples of a run beyond the gate (a lasting innovation is corrected, not locked
              out); no update when the voltage is absent. With the configuration's "iterations" n > 1 the
              update is iterated as the board's (engine/ekf.py): OCV and its slope relinearised at soc_i, the
-             other terms linear in x, until soc moves less than ITERATION_TOL_SOC or n linearisations.
+             other terms linear in x, until soc moves less than ITERATION_TOL_SOC or n linearisations; the MAP's
+             soc bracketed, and on an OCV grid point the update made there with the slope that lands on it.
 OCV and its slope are looked up at the predicted soc (V's dependence on the state); M, dM/dsoc, R0 and I0 and the
 resistances' and I0's slopes are the prior-soc parameters (as the board's engine/ekf.py). soc is not clipped inside
 the filters, only in the reported estimates.
