@@ -327,18 +327,29 @@ def _levels(currents_A: FloatArray) -> int:
     return 1 + int(np.count_nonzero(np.diff(ordered) > PULSE_CURRENT_TOLERANCE * np.abs(ordered[1:])))
 
 
+def reference_sets(log: CyclerLog, pulse_current_A: float) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The pulse sets holding a pulse at the reference current, by rising SoC (an HPPC test lists them from full
+    down): (end of the set's first reference pulse, the set)."""
+    ah = log.ah
+    assert ah is not None
+    sets = []
+    for pulse_set in _pulse_sets(log):
+        ends = [end for first, end in pulse_set if _is_reference(log, first, end, pulse_current_A)]
+        if ends:
+            sets.append((ends[0], pulse_set))
+    return sorted(sets, key=lambda counted: float(ah[counted[0]]))
+
+
 def fit_steps(log: CyclerLog, pulses: list[PulseFit], capacity_Ah: float, pulse_current_A: float) -> list[StepFit]:
     """R0 and I0 per pulse set from the voltage steps of all its pulses, when some set has MIN_RATES current levels;
-    sets with fewer get R0 alone, with I0 interpolated in SoC from the others. [] when no set qualifies."""
+    sets with fewer get R0 alone, with I0 interpolated in SoC from the others. [] when no set qualifies. By rising
+    SoC, as the tables interpolate them."""
     assert log.ah is not None  # fit_pulses has checked
     v, i = log.voltage_V, log.current_A
     by_soc = {p.soc: p for p in pulses}
     sets = []
-    for pulse_set in _pulse_sets(log):
-        reference = [end for first, end in pulse_set if _is_reference(log, first, end, pulse_current_A)]
-        if not reference:
-            continue
-        soc = float(1.0 + (log.ah[reference[0]] - log.ah[0]) / capacity_Ah)  # as in fit_pulses
+    for reference_end, pulse_set in reference_sets(log, pulse_current_A):
+        soc = float(1.0 + (log.ah[reference_end] - log.ah[0]) / capacity_Ah)  # as in fit_pulses
         currents = np.array([float(np.mean(i[a:b])) for a, b in pulse_set])
         steps = np.array([0.5 * ((v[a] - v[a - 1]) - (v[b] - v[b - 1])) for a, b in pulse_set])
         sets.append((by_soc[soc], currents, steps))
@@ -348,7 +359,7 @@ def fit_steps(log: CyclerLog, pulses: list[PulseFit], capacity_Ah: float, pulse_
     known = sorted(fitted)
     b_V = thermal_voltage_V(TEMPERATURE_C)
     fits = []
-    for p, currents, steps in sorted(sets, key=lambda s: s[0].soc):  # by rising SoC, as np.interp takes the sets
+    for p, currents, steps in sets:
         i0: float | None
         if p.soc in fitted:
             r0, i0 = fitted[p.soc]

@@ -120,7 +120,7 @@ class GridRow:
 
     def on_grid(self, column: int) -> np.ndarray:
         """Column 1 (R0) or 2 (I0) of the steps on hil.cellfit.SOC_GRID, end values held."""
-        steps = sorted(self.steps)
+        steps = self.steps  # by rising SoC, as hil.cellfit.fit_steps lists them
         return np.interp(cellfit.SOC_GRID, [s[0] for s in steps], [s[column] for s in steps])
 
 
@@ -132,17 +132,8 @@ def _steps_at(cell: cellfit.CellFit, pulse: CyclerLog, pulse_current_A: float,
     surface (cold, 6C: entry 0.54 V, exit 0.82 V at 0 degC), so its step is no longer the instantaneous R0*I + eta."""
     b_V = cellfit.thermal_voltage_V(temp_C)
     v = pulse.voltage_V
-    # The sets hil.cellfit.fit_steps fitted, in its order: those holding a pulse at the reference current, by rising
-    # SoC (the charge counter at the end of the set's first reference pulse).
-    assert pulse.ah is not None
-    sets = []
-    for pulses in cellfit._pulse_sets(pulse):
-        ends = [end for first, end in pulses if cellfit._is_reference(pulse, first, end, pulse_current_A)]
-        if ends:
-            sets.append((float(pulse.ah[ends[0]]), pulses))
-    sets.sort(key=lambda counted: counted[0])
-    out = []
-    for fit, (_, pulses) in zip(cell.steps, sets, strict=True):
+    out = []  # the sets hil.cellfit.fit_steps fitted, in its order
+    for fit, (_, pulses) in zip(cell.steps, cellfit.reference_sets(pulse, pulse_current_A), strict=True):
         entry_V = np.array([v[first] - v[first - 1] for first, _ in pulses])
         exit_V = np.array([v[end - 1] - v[end] for _, end in pulses])  # reversed: signed like the current
         keep = np.abs(exit_V - entry_V) <= STEP_ASYMMETRY * np.abs(entry_V)
